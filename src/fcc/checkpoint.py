@@ -1,0 +1,122 @@
+"""Checkpoints: written atomically, read without executing code, checked against the model.
+
+Writing goes to a temporary file in the same folder, which is flushed, fsynced and renamed over the
+old file, so a crash, a kill or a full disk leaves either the previous good checkpoint or the new one,
+never a half-written file. Reading uses ``torch.load(weights_only=True)``: a checkpoint from an
+untrusted source cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fcc.errors import CheckpointError, OutputError
+
+FORMAT = "fcc-checkpoint"
+VERSION = 1
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, write: Any) -> None:
+    """Call ``write(file)`` on a temporary sibling of ``path``, fsync it, and rename it into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {err.strerror or err}"
+                          f"{' (disk full?)' if getattr(err, 'errno', None) == 28 else ''}; "
+                          "any previous file there is unchanged") from None
+    _fsync_dir(path.parent)
+
+
+def save_checkpoint(state: Mapping[str, Any], path: Path) -> None:
+    """Atomically write ``state`` (plain containers and tensors only) to ``path``."""
+    payload = {"format": FORMAT, "version": VERSION, **state}
+    atomic_write_bytes(Path(path), lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely; raises CheckpointError naming the file on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError,
+            AttributeError, TypeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
+    if isinstance(state, dict) and state.get("format") == FORMAT:
+        return state
+    if isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()):
+        return {"format": FORMAT, "version": VERSION, "model": state}  # a bare state_dict
+    raise CheckpointError(f"{path}: not an fcc checkpoint or a model state_dict")
+
+
+def resolve_checkpoint(path_or_run: str | Path, which: str = "last") -> Path:
+    """A checkpoint file, or the ``which`` checkpoint ('last'/'best') of a run directory."""
+    p = Path(path_or_run)
+    if p.is_dir():
+        p = p / "checkpoints" / f"{which}.pt"
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    return p
+
+
+def load_model_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str,
+                     exclude: Sequence[str] = ()) -> list[str]:
+    """Load weights strictly except for keys under ``exclude`` prefixes; returns the keys left at init.
+
+    Every mismatch is reported by name: missing keys, unexpected keys and shape differences.
+    """
+
+    def excluded(key: str) -> bool:
+        return any(key == p or key.startswith(p + ".") for p in exclude)
+
+    own = model.state_dict()
+    incoming = {k: v for k, v in state_dict.items() if not excluded(k)}
+    missing = [k for k in own if k not in incoming and not excluded(k)]
+    unexpected = [k for k in incoming if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+              for k, v in incoming.items() if k in own and v.shape != own[k].shape]
+    problems = []
+    if shapes:
+        problems.append("shape mismatch for " + "; ".join(shapes[:5]) + (" ..." if len(shapes) > 5 else ""))
+    if missing:
+        problems.append(f"missing {len(missing)} keys ({', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} keys ({', '.join(unexpected[:5])}"
+                        f"{' ...' if len(unexpected) > 5 else ''})")
+    if problems:
+        raise CheckpointError(f"{source} does not fit the model: " + "; ".join(problems) +
+                              ". Check model.backbone/model.head and data.dataset (number of classes), "
+                              "or list keys to skip in model.init_exclude.")
+    model.load_state_dict(incoming, strict=False)
+    return [k for k in own if excluded(k)]

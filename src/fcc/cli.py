@@ -1,0 +1,168 @@
+"""The `fcc` command: train, eval, data, configs, report.
+
+Errors meant for the user (bad config, missing data, unusable checkpoint) print one message and exit
+with status 2 (3 for a diverged run, 128+N when stopped by signal N); anything else is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from fcc import __version__
+from fcc.errors import ConfigError, FccError
+
+
+def _split_config_and_overrides(items: list[str]) -> tuple[str | None, list[str]]:
+    if items and "=" not in items[0]:
+        return items[0], items[1:]
+    return None, items
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fcc.config import load_config
+    from fcc.distributed import cleanup
+    from fcc.train import Trainer, load_run_config
+
+    config_path, overrides = _split_config_and_overrides(args.items)
+    if args.resume:
+        if config_path is not None:
+            raise ConfigError("--resume takes the run directory; its config.yaml is used, so give only "
+                              "key=value overrides after it")
+        cfg = load_run_config(Path(args.resume), overrides)
+    else:
+        cfg = load_config(config_path, overrides)
+    try:
+        Trainer(cfg, resume=bool(args.resume), overwrite=args.overwrite).fit()
+    finally:
+        cleanup()
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from fcc.evaluate import evaluate_run
+    from fcc.train import load_run_config
+
+    run_dir = Path(args.run)
+    overrides = list(args.overrides)
+    if args.device:
+        overrides.append(f"device={args.device}")
+    cfg = load_run_config(run_dir, overrides)
+    evaluate_run(run_dir, cfg, checkpoint=args.checkpoint, split=args.split)
+    return 0
+
+
+def cmd_data_cifar_lt(args: argparse.Namespace) -> int:
+    from fcc.data.cifar import long_tail_counts
+
+    classes = {"cifar10": 10, "cifar100": 100}[args.dataset]
+    max_per_class = args.max_per_class or 50000 // classes
+    if args.imbalance < 1:
+        raise ConfigError(f"--imbalance: expected a number >= 1, got {args.imbalance}")
+    counts = long_tail_counts(classes, args.imbalance, max_per_class)
+    print(f"# {args.dataset}-LT, imbalance factor {args.imbalance:g}, {max_per_class} images in the largest class")
+    print("class\timages")
+    for c, n in enumerate(counts):
+        print(f"{c}\t{n}")
+    print(f"total\t{sum(counts)}")
+    return 0
+
+
+def config_root() -> Path:
+    """./configs when run from a checkout, else the configs folder next to the installed sources."""
+    here = Path("configs")
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parents[2] / "configs"
+
+
+def cmd_configs(args: argparse.Namespace) -> int:
+    root = Path(args.root) if args.root else config_root()
+    if not root.is_dir():
+        raise ConfigError(f"no configs folder at {root}; pass --root")
+    files = sorted(p for p in root.rglob("*.yaml") if not p.name.startswith("_"))
+    for p in files:
+        print(p.as_posix())
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fcc.report import table
+
+    sys.stdout.write(table([Path(r) for r in args.runs], fmt=args.format, eval_file=args.eval_file))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fcc", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"fcc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train (and finally evaluate) a run",
+                       description="fcc train CONFIG [key.sub=value ...] | fcc train --resume RUN_DIR")
+    p.add_argument("items", nargs="*", metavar="CONFIG_OR_OVERRIDE",
+                   help="a YAML config file, then key.sub=value overrides")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in an existing run directory")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run's checkpoint and write eval.json")
+    p.add_argument("run", help="run directory")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the run's config")
+    p.add_argument("--checkpoint", default="last", help="last (default), best, or a checkpoint file")
+    p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument("--device", help="device to evaluate on (default: the run's)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("data", help="dataset tools")
+    data_sub = p.add_subparsers(dest="tool", required=True)
+    q = data_sub.add_parser("cifar-lt", help="print the per-class training counts of a long-tailed CIFAR")
+    q.add_argument("--dataset", choices=["cifar10", "cifar100"], default="cifar10")
+    q.add_argument("--imbalance", type=float, default=100.0, help="imbalance factor n_max/n_min")
+    q.add_argument("--max-per-class", type=int, default=0, help="images of the largest class (default: all)")
+    q.set_defaults(func=cmd_data_cifar_lt)
+
+    p = sub.add_parser("configs", help="list the shipped configs")
+    p.add_argument("--root", help="configs folder (default: ./configs)")
+    p.set_defaults(func=cmd_configs)
+
+    p = sub.add_parser("report", help="a results table from run directories")
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--format", choices=["markdown", "csv"], default="markdown")
+    p.add_argument("--eval-file", default="eval.json")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def _show_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
+                  line: Any = None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may follow options (`fcc train cfg.yaml --overwrite train.epochs=3`)
+    stray = [e for e in extra if e.startswith("-") or "=" not in e]
+    if stray or (extra and args.command not in ("train", "eval")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        if args.command == "train":
+            args.items = [*args.items, *extra]
+        else:
+            args.overrides = [*args.overrides, *extra]
+    warnings.showwarning = _show_warning
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return int(args.func(args))
+    except FccError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,440 @@
+"""The one config system: typed dataclasses loaded from YAML, ``key.sub=value`` overrides, validation.
+
+A config file is a nested mapping of lower-case keys mirroring the dataclasses below. A file may
+start from others with ``base: other.yaml`` (or a list), resolved relative to the file; later files
+and then command-line overrides win. Unknown keys and wrong types are errors that name the key and
+suggest the nearest valid one. The fully resolved config is what a run directory stores.
+
+Epoch conventions: epochs count from 1, and every ``*start_epoch`` key names the FIRST epoch at which
+the thing is active (``fcc.start_epoch: 51`` scales features in epochs 51..200).
+
+Shortened schedules: a config may state ``train.schedule_epochs`` (the run length its epoch-valued keys
+were written for, 200 in the shipped configs). When ``train.epochs`` differs, every epoch-valued key
+that was not itself given on the command line is rescaled to the new length: ``train.milestones``,
+``train.warmup_epochs``, ``fcc.start_epoch`` and every part parameter whose name ends in
+``start_epoch`` (deferred re-weighting / re-sampling). A first-active epoch s of an S-epoch schedule
+becomes 1 + round((s - 1) * E / S). The saved config shows the rescaled values.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import re
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from fcc.errors import ConfigError
+from fcc.typecheck import coerce, suggest
+
+log = logging.getLogger("fcc")
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, where it lives, and how the long-tailed training split is made."""
+
+    dataset: str = "cifar10"
+    root: str = "data"
+    download: bool = True
+    imbalance_factor: float = 100.0
+    subset_seed: int = 0
+    val_per_class: int = 0
+    augment: Literal["crop_flip", "none"] = "crop_flip"
+
+
+@dataclass
+class ModelConfig:
+    """Backbone -> [FCC] -> pool -> head, and where initial weights come from."""
+
+    backbone: str = "resnet32"
+    backbone_params: dict[str, Any] = field(default_factory=dict)
+    head: str = "linear"
+    head_params: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
+    init_exclude: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, precision, logging and what is frozen."""
+
+    epochs: int = 200
+    batch_size: int = 128
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 2e-4
+    nesterov: bool = True
+    scheduler: Literal["multistep", "cosine", "constant"] = "multistep"
+    schedule_epochs: int | None = None
+    milestones: list[int] = field(default_factory=lambda: [160, 180])
+    lr_factor: float = 0.01
+    warmup_epochs: int = 5
+    warmup_start_factor: float = 1.0 / 3.0
+    min_lr: float = 0.0
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    channels_last: bool = False
+    grad_accum_steps: int = 1
+    sync_bn: bool = False
+    drop_last: bool = True
+    freeze: list[str] = field(default_factory=list)
+    freeze_bn: bool = True
+    eval_every: int = 1
+    log_every: int = 50
+    progress: bool = True
+    tensorboard: bool = False
+    max_nonfinite_steps: int = 0
+    deterministic: bool = False
+
+
+@dataclass
+class FccConfig:
+    """Feature Clusters Compression: tau_k = 1 + gamma - k * gamma / C for class rank k."""
+
+    enabled: bool = False
+    gamma: float = 0.5
+    start_epoch: int = 1
+    rank_by: Literal["frequency", "index"] = "frequency"
+    round_decimals: int | None = None
+
+
+@dataclass
+class PartConfig:
+    """A registered part chosen by name, with its own keyword parameters."""
+
+    name: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig(PartConfig):
+    name: str = "ce"
+
+
+@dataclass
+class SamplerConfig(PartConfig):
+    name: str = "instance"
+
+
+@dataclass
+class MixConfig(PartConfig):
+    name: str = "none"
+
+
+@dataclass
+class DistillConfig:
+    """Teacher-student training (DiVE): the teacher is a finished run directory or checkpoint file."""
+
+    teacher: str | None = None
+
+
+@dataclass
+class EvalConfig:
+    """What is evaluated at the end of training and by `fcc eval`."""
+
+    checkpoint: Literal["last", "best"] = "last"
+    split: Literal["test", "val"] = "test"
+    batch_size: int = 500
+    many_shot_min: int = 101
+    few_shot_max: int = 19
+    confusion_png_max_classes: int = 100
+
+
+@dataclass
+class Config:
+    """A whole run. ``out`` defaults to runs/<config file stem>."""
+
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    fcc: FccConfig = field(default_factory=FccConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def dump(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and dataclasses.is_dataclass(annotation)
+
+
+def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema (sections included), for suggestions and docs."""
+    keys = []
+    for name, annotation in _hints(cls).items():
+        dotted = f"{prefix}{name}"
+        keys.append(dotted)
+        if _is_section(annotation):
+            keys.extend(all_keys(annotation, dotted + "."))
+    return keys
+
+
+def _unknown_key(dotted: str, source: str) -> ConfigError:
+    leaf_hint = suggest(dotted, all_keys())
+    return ConfigError(f"{source}: unknown key {dotted!r}{leaf_hint}")
+
+
+def from_dict(raw: Mapping[str, Any], source: str = "config", cls: type = Config, prefix: str = "") -> Any:
+    """Build the dataclass ``cls`` from a nested mapping, coercing and naming any bad key."""
+    if not isinstance(raw, Mapping):
+        where = prefix.rstrip(".") or "the top level"
+        raise ConfigError(f"{source}: {where} must be a mapping of keys, got {type(raw).__name__}")
+    hints = _hints(cls)
+    values = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if not isinstance(key, str) or key not in hints:
+            raise _unknown_key(str(dotted), source)
+        annotation = hints[key]
+        if _is_section(annotation):
+            values[key] = from_dict(value if value is not None else {}, source, annotation, dotted + ".")
+        else:
+            try:
+                values[key] = coerce(value, annotation, dotted)
+            except ConfigError as err:
+                raise ConfigError(f"{source}: {err}") from None
+    return cls(**values)
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge; mappings merge key by key, everything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a config file with its ``base`` chain resolved into one nested mapping."""
+    path = Path(path)
+    if path.resolve() in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
+        raise ConfigError(f"{path}: circular 'base' chain: {chain}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read config file: {err}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    bases = data.pop("base", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: 'base' must be a file name or a list of file names")
+    merged: dict[str, Any] = {}
+    for base in bases:
+        merged = _merge(merged, read_yaml(path.parent / base, (*_seen, path.resolve())))
+    return _merge(merged, data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'train.epochs=30' -> (['train', 'epochs'], 30); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key.sub=value")
+    key, _, value_text = text.partition("=")
+    key = key.strip()
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*", key):
+        raise ConfigError(f"override {text!r}: {key!r} is not a dotted key such as train.epochs")
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: value is not valid YAML: {err}") from None
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Load, override, type-check and validate a config; ``out`` defaults to runs/<file stem>."""
+    raw = read_yaml(Path(path)) if path is not None else {}
+    source = str(path) if path is not None else "config"
+    for text in overrides:
+        keys, _ = parse_override(text)
+        _check_override_key(keys, text)
+    raw = apply_overrides(raw, overrides)
+    cfg = from_dict(raw, source)
+    if cfg.out is None:
+        cfg.out = str(Path("runs") / (Path(path).stem if path is not None else "default"))
+    changed = rescale_schedule(cfg, {".".join(parse_override(o)[0]) for o in overrides})
+    if changed:
+        shown = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
+        log.info("train.epochs=%d differs from the %d-epoch schedule of %s; rescaled: %s",
+                 cfg.train.epochs, _schedule_length(raw), source, shown)
+    validate(cfg)
+    return cfg
+
+
+def _schedule_length(raw: Mapping[str, Any]) -> Any:
+    return (raw.get("train") or {}).get("schedule_epochs")
+
+
+def _rescale_first_epoch(epoch: int, old: int, new: int) -> int:
+    return min(max(1, 1 + int((epoch - 1) * new / old + 0.5)), new)
+
+
+def rescale_schedule(cfg: Config, keep: set[str] = frozenset()) -> dict[str, tuple[Any, Any]]:
+    """Rescale epoch-valued keys from ``train.schedule_epochs`` to ``train.epochs`` (see module doc).
+
+    Keys in ``keep`` (given explicitly on the command line) are left as they are. Returns
+    {key: (old, new)} of what changed.
+    """
+    t = cfg.train
+    old, new = t.schedule_epochs, t.epochs
+    changed: dict[str, tuple[Any, Any]] = {}
+    if old is None or old == new:
+        t.schedule_epochs = new if old is not None else None
+        return changed
+    if old < 1:
+        raise ConfigError(f"train.schedule_epochs: expected an integer >= 1, got {old}")
+
+    def update(key: str, value: Any, scaled: Any) -> Any:
+        if key in keep or value == scaled:
+            return value
+        changed[key] = (value, scaled)
+        return scaled
+
+    t.milestones = update("train.milestones", t.milestones,
+                          [_rescale_first_epoch(m, old, new) for m in t.milestones])
+    t.warmup_epochs = update("train.warmup_epochs", t.warmup_epochs, int(t.warmup_epochs * new / old + 0.5))
+    cfg.fcc.start_epoch = update("fcc.start_epoch", cfg.fcc.start_epoch,
+                                 _rescale_first_epoch(cfg.fcc.start_epoch, old, new))
+    for section in ("loss", "sampler", "mix"):
+        part: PartConfig = getattr(cfg, section)
+        for name, value in list(part.params.items()):
+            if name.endswith("start_epoch") and isinstance(value, int) and not isinstance(value, bool):
+                part.params[name] = update(f"{section}.params.{name}", value,
+                                           _rescale_first_epoch(value, old, new))
+    t.schedule_epochs = new
+    return changed
+
+
+def _check_override_key(keys: list[str], text: str) -> None:
+    cls: Any = Config
+    for depth, key in enumerate(keys):
+        hints = _hints(cls)
+        if key not in hints:
+            raise ConfigError(f"override {text!r}: unknown key {'.'.join(keys)!r}{suggest('.'.join(keys), all_keys())}")
+        annotation = hints[key]
+        if _is_section(annotation):
+            cls = annotation
+            continue
+        if depth < len(keys) - 1 and typing.get_origin(annotation) is not dict:
+            raise ConfigError(f"override {text!r}: {'.'.join(keys[: depth + 1])!r} has no sub-keys")
+        return
+
+
+# ------------------------------------------------------------------------------------------ validation
+
+
+def _require(ok: bool, key: str, expected: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+
+
+def validate(cfg: Config) -> None:
+    """Range and consistency checks a type cannot express; raises ConfigError naming the key."""
+    t, d, f = cfg.train, cfg.data, cfg.fcc
+    _require(cfg.seed >= 0, "seed", "a non-negative integer", cfg.seed)
+    _require(
+        bool(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device)),
+        "device", "auto, cpu, cuda or cuda:N", cfg.device,
+    )
+    _require(d.imbalance_factor >= 1, "data.imbalance_factor", "a number >= 1", d.imbalance_factor)
+    _require(d.val_per_class >= 0, "data.val_per_class", "a non-negative integer", d.val_per_class)
+    _require(t.epochs >= 1, "train.epochs", "an integer >= 1", t.epochs)
+    _require(t.batch_size >= 1, "train.batch_size", "an integer >= 1", t.batch_size)
+    _require(t.lr > 0, "train.lr", "a positive number", t.lr)
+    _require(0 <= t.momentum < 1, "train.momentum", "a number in [0, 1)", t.momentum)
+    _require(t.weight_decay >= 0, "train.weight_decay", "a non-negative number", t.weight_decay)
+    _require(0 < t.lr_factor <= 1, "train.lr_factor", "a number in (0, 1]", t.lr_factor)
+    _require(0 <= t.warmup_epochs <= t.epochs, "train.warmup_epochs", f"an integer in [0, {t.epochs}]",
+             t.warmup_epochs)
+    _require(0 < t.warmup_start_factor <= 1, "train.warmup_start_factor", "a number in (0, 1]",
+             t.warmup_start_factor)
+    _require(0 <= t.min_lr < t.lr, "train.min_lr", "a number in [0, train.lr)", t.min_lr)
+    _require(list(t.milestones) == sorted(t.milestones), "train.milestones",
+             "epochs in increasing order", t.milestones)
+    _require(all(1 <= m <= t.epochs for m in t.milestones), "train.milestones",
+             f"epochs in [1, {t.epochs}]", t.milestones)
+    _require(t.grad_accum_steps >= 1, "train.grad_accum_steps", "an integer >= 1", t.grad_accum_steps)
+    _require(t.batch_size % t.grad_accum_steps == 0, "train.grad_accum_steps",
+             f"a divisor of train.batch_size ({t.batch_size})", t.grad_accum_steps)
+    _require(t.eval_every >= 1, "train.eval_every", "an integer >= 1", t.eval_every)
+    _require(t.log_every >= 1, "train.log_every", "an integer >= 1", t.log_every)
+    _require(t.max_nonfinite_steps >= 0, "train.max_nonfinite_steps", "a non-negative integer",
+             t.max_nonfinite_steps)
+    _require(f.gamma >= 0, "fcc.gamma", "a non-negative number", f.gamma)
+    _require(1 <= f.start_epoch <= t.epochs, "fcc.start_epoch",
+             f"the first active epoch, in [1, train.epochs={t.epochs}]", f.start_epoch)
+    _require(f.round_decimals is None or 0 <= f.round_decimals <= 8, "fcc.round_decimals",
+             "null or an integer in [0, 8]", f.round_decimals)
+    e = cfg.eval
+    _require(e.batch_size >= 1, "eval.batch_size", "an integer >= 1", e.batch_size)
+    _require(0 <= e.few_shot_max < e.many_shot_min, "eval.few_shot_max",
+             "a non-negative integer below eval.many_shot_min", e.few_shot_max)
+    _validate_parts(cfg)
+
+
+def _validate_parts(cfg: Config) -> None:
+    """Check names and params of registered parts now, before any data is loaded."""
+    from fcc.registry import BACKBONES, DATASETS, HEADS, LOSSES, MIXERS, SAMPLERS
+
+    DATASETS.get(cfg.data.dataset, "data.dataset")
+    BACKBONES.check_params(cfg.model.backbone, cfg.model.backbone_params, "model.backbone_params")
+    HEADS.check_params(cfg.model.head, cfg.model.head_params, "model.head_params")
+    for section, registry in (("loss", LOSSES), ("sampler", SAMPLERS), ("mix", MIXERS)):
+        part: PartConfig = getattr(cfg, section)
+        registry.get(part.name, f"{section}.name")
+        part.params = registry.check_params(part.name, part.params, f"{section}.params")
+        check_epochs = getattr(registry.get(part.name), "check_epochs", None)
+        if check_epochs is not None:
+            check_epochs(part.params, cfg.train.epochs, f"{section}.params")

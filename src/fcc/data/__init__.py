@@ -1,0 +1,1 @@
+"""Datasets, long-tailed subsets, samplers and loaders."""

@@ -1,0 +1,111 @@
+"""Loaders yielding (images, labels) batches already on the training device.
+
+``DeviceLoader`` keeps a whole small dataset (CIFAR) resident on the device as uint8, draws one index
+tensor per epoch, and augments and normalises whole batches there: no worker processes, no per-sample
+Python and no host-device synchronisation in a step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from fcc.data.augment import Normalize, PadCropFlip
+from fcc.data.datasets import ArrayDataset
+from fcc.data.sampling import Sampler
+from fcc.rng import StreamGenerators
+
+Batch = tuple[Tensor, Tensor]
+
+
+class TrainLoader(Protocol):
+    """What the trainer iterates: the batches of one rank for one epoch, from any step on."""
+
+    def steps_per_epoch(self, epoch: int) -> int: ...
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]: ...
+
+
+class EvalLoader(Protocol):
+    """Un-augmented batches of this rank's share of a split, in a fixed order."""
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+    def __len__(self) -> int: ...
+
+
+def per_rank(global_batch: int, world_size: int) -> int:
+    if global_batch % world_size:
+        raise ValueError(f"the global batch size {global_batch} is not divisible by the "
+                         f"{world_size} processes")
+    return global_batch // world_size
+
+
+class DeviceLoader:
+    """Training batches from a device-resident uint8 dataset.
+
+    ``batch_size`` is the global batch (all ranks together). Each step takes the next ``batch_size``
+    indices of the epoch's order, draws augmentation parameters for all of them, and keeps the positions
+    ``rank::world_size``; with ``world_size == 1`` that is the whole batch.
+    """
+
+    def __init__(self, dataset: ArrayDataset, batch_size: int, device: torch.device, *,
+                 sampler: Sampler, normalize: Normalize, augment: PadCropFlip | None = None,
+                 seed: int = 0, drop_last: bool = True, rank: int = 0, world_size: int = 1,
+                 channels_last: bool = False) -> None:
+        per_rank(batch_size, world_size)
+        self.images = dataset.images.to(device, non_blocking=True)
+        self.labels = dataset.labels.to(device, non_blocking=True)
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.sampler = sampler
+        self.augment = augment
+        self.normalize = normalize.to(self.device)
+        self.generators = StreamGenerators(seed)
+        self.drop_last = drop_last
+        self.rank = rank
+        self.world_size = world_size
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def steps_per_epoch(self, epoch: int) -> int:
+        n = self.sampler.num_samples(epoch)
+        steps = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return max(steps, 0)
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        order = self.sampler.epoch_indices(epoch, self.generators.get("sampler", self.device, epoch))
+        for step in range(start_step, self.steps_per_epoch(epoch)):
+            index = order[step * self.batch_size:(step + 1) * self.batch_size]
+            local = index[self.rank::self.world_size]
+            images = self.images[local]
+            if self.augment is not None:
+                gen = self.generators.get("augment", self.device, epoch, step)
+                params = self.augment.draw(index.numel(), gen, self.device)
+                images = self.augment(images, params[self.rank::self.world_size])
+            x = self.normalize(images).contiguous(memory_format=self.memory_format)
+            yield x, self.labels[local]
+
+
+class DeviceEvalLoader:
+    """Sequential un-augmented batches of a device-resident dataset; rank r takes r::world_size."""
+
+    def __init__(self, dataset: ArrayDataset, batch_size: int, device: torch.device, *,
+                 normalize: Normalize, rank: int = 0, world_size: int = 1,
+                 channels_last: bool = False) -> None:
+        index = torch.arange(len(dataset))[rank::world_size]
+        self.images = dataset.images[index].to(device)
+        self.labels = dataset.labels[index].to(device)
+        self.batch_size = batch_size
+        self.normalize = normalize.to(torch.device(device))
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __len__(self) -> int:
+        return -(-self.labels.numel() // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for start in range(0, self.labels.numel(), self.batch_size):
+            x = self.normalize(self.images[start:start + self.batch_size])
+            yield x.contiguous(memory_format=self.memory_format), self.labels[start:start + self.batch_size]

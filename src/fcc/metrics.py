@@ -1,0 +1,101 @@
+"""Classification metrics for long-tailed data: top-k, per-class, many/medium/few-shot, confusion.
+
+Counts accumulate on the device with scatter-adds (no host sync per batch) and are summed across ranks
+once; every summary number derives from those counts. Accuracies are percentages.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from fcc.distributed import DistContext, all_reduce_sum
+
+# A dense confusion matrix for 8,142 classes would take half a gigabyte; above this it is not kept.
+MAX_CONFUSION_CLASSES = 1000
+
+
+class ClassificationTally:
+    """Per-class totals, top-1 and top-5 hits, and (for up to 1000 classes) the confusion matrix."""
+
+    def __init__(self, num_classes: int, device: torch.device) -> None:
+        self.num_classes = num_classes
+        self.total = torch.zeros(num_classes, dtype=torch.long, device=device)
+        self.top1 = torch.zeros(num_classes, dtype=torch.long, device=device)
+        self.top5 = torch.zeros(num_classes, dtype=torch.long, device=device)
+        self.confusion: Tensor | None = None
+        if num_classes <= MAX_CONFUSION_CLASSES:
+            self.confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
+
+    def update(self, logits: Tensor, labels: Tensor) -> None:
+        k = min(5, self.num_classes)
+        topk = logits.topk(k, dim=1).indices
+        pred = topk[:, 0]
+        ones = torch.ones_like(labels)
+        self.total.scatter_add_(0, labels, ones)
+        self.top1.scatter_add_(0, labels, (pred == labels).long())
+        self.top5.scatter_add_(0, labels, (topk == labels[:, None]).any(dim=1).long())
+        if self.confusion is not None:
+            self.confusion.scatter_add_(0, labels * self.num_classes + pred, ones)
+
+    def all_reduce(self, ctx: DistContext) -> ClassificationTally:
+        for t in (self.total, self.top1, self.top5, self.confusion):
+            if t is not None:
+                all_reduce_sum(t, ctx)
+        return self
+
+    def confusion_matrix(self) -> Tensor | None:
+        """(C, C) counts, rows = true class, columns = predicted class."""
+        if self.confusion is None:
+            return None
+        return self.confusion.view(self.num_classes, self.num_classes).cpu()
+
+
+def _pct(num: float, den: float) -> float | None:
+    return 100.0 * num / den if den else None
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def shot_groups(train_counts: Sequence[int], many_min: int = 101, few_max: int = 19) -> dict[str, list[int]]:
+    """Classes by training images: many (>= many_min, i.e. > 100), few (<= few_max, i.e. < 20), medium."""
+    groups: dict[str, list[int]] = {"many": [], "medium": [], "few": []}
+    for c, n in enumerate(train_counts):
+        key = "many" if n >= many_min else "few" if n <= few_max else "medium"
+        groups[key].append(c)
+    return groups
+
+
+def summarize(tally: ClassificationTally, train_counts: Sequence[int], many_min: int = 101,
+              few_max: int = 19) -> dict[str, Any]:
+    """top1/top5 over samples, per-class accuracy, and the mean per-class accuracy of each shot group.
+
+    A group with no classes (e.g. 'few' on CIFAR-10-LT) is reported as None rather than 0.
+    """
+    total = tally.total.cpu().tolist()
+    top1 = tally.top1.cpu().tolist()
+    top5 = tally.top5.cpu().tolist()
+    per_class = [_pct(h, n) for h, n in zip(top1, total)]
+    groups = shot_groups(train_counts, many_min, few_max)
+    out: dict[str, Any] = {
+        "top1": _pct(sum(top1), sum(total)),
+        "top5": _pct(sum(top5), sum(total)),
+        "mean_class": _mean(per_class),
+        "many": _mean([per_class[c] for c in groups["many"]]),
+        "medium": _mean([per_class[c] for c in groups["medium"]]),
+        "few": _mean([per_class[c] for c in groups["few"]]),
+        "per_class": per_class,
+        "num_samples": sum(total),
+        "group_sizes": {k: len(v) for k, v in groups.items()},
+    }
+    for key, value in list(out.items()):
+        if isinstance(value, float) and not math.isfinite(value):
+            out[key] = None
+    return out
