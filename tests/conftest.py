@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny CIFAR datasets in the official formats and a tiny-model override list."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from cifar_fixtures import write_cifar10, write_cifar100  # noqa: E402
+
+# A 6n+2 = 8-layer CIFAR ResNet with 4/8/16 channels: the same code path as ResNet-32, ~100x cheaper.
+TINY_MODEL = ["model.backbone=resnet_cifar", "model.backbone_params={depth: 8, width: 4}"]
+
+
+def tiny_run_overrides(root: Path, out: Path, *extra: str) -> list[str]:
+    """Overrides for a seconds-long CPU run on a fixture dataset."""
+    return [
+        f"data.root={root}", "data.imbalance_factor=10", "device=cpu", f"out={out}",
+        "train.epochs=2", "train.batch_size=16", "train.warmup_epochs=0", "train.milestones=[2]",
+        "train.progress=false", "train.lr=0.05", *TINY_MODEL, *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def cifar10_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CIFAR-10 folder with 60 training and 10 test images per class (bytes keys, as official)."""
+    root = tmp_path_factory.mktemp("cifar10")
+    write_cifar10(root, per_class_train=60, per_class_test=10)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar100_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cifar100")
+    write_cifar100(root, per_class_train=10, per_class_test=2)
+    return root
