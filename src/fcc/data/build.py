@@ -18,7 +18,8 @@ def build_splits(cfg: Config) -> DataSplits:
 
 def build_sampler(cfg: Config, splits: DataSplits, ctx: DistContext) -> Sampler:
     labels = splits.train.labels.to(ctx.device)
-    return SAMPLERS.build(cfg.sampler.name, cfg.sampler.params, "sampler.params", labels, splits.num_classes)
+    return SAMPLERS.build(cfg.sampler.name, cfg.sampler.params, "sampler.params", labels, splits.num_classes,
+                          cfg.train.epochs)
 
 
 def build_train_loader(cfg: Config, splits: DataSplits, sampler: Sampler, ctx: DistContext) -> TrainLoader:
