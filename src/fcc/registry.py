@@ -125,6 +125,6 @@ class Registry(Generic[T]):
 LOSSES: Registry = Registry("loss", ("fcc.losses",))
 SAMPLERS: Registry = Registry("sampler", ("fcc.data.sampling",))
 MIXERS: Registry = Registry("mixer", ("fcc.mixing",))
-BACKBONES: Registry = Registry("backbone", ("fcc.models.resnet_cifar",))
+BACKBONES: Registry = Registry("backbone", ("fcc.models.resnet_cifar", "fcc.models.resnet"))
 HEADS: Registry = Registry("head", ("fcc.models.heads",))
 DATASETS: Registry = Registry("dataset", ("fcc.data.cifar",))
