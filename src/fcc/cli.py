@@ -53,6 +53,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.device:
         overrides.append(f"device={args.device}")
     cfg = load_run_config(run_dir, overrides)
+    if args.tau_sweep is not None:
+        from fcc.tau_norm import parse_taus, run_tau_sweep
+
+        if cfg.eval.tau_norm is not None:
+            raise ConfigError("--tau-sweep chooses eval.tau_norm itself; do not set it as well")
+        run_tau_sweep(run_dir, cfg, parse_taus(args.tau_sweep), checkpoint=args.checkpoint,
+                      select_on=args.select_on, report_on=args.split,
+                      allow_test_selection=args.select_on == "test")
+        return 0
     evaluate_run(run_dir, cfg, checkpoint=args.checkpoint, split=args.split)
     return 0
 
@@ -117,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="last", help="last (default), best, or a checkpoint file")
     p.add_argument("--split", default="test", choices=["test", "val"])
     p.add_argument("--device", help="device to evaluate on (default: the run's)")
+    p.add_argument("--tau-sweep", metavar="TAUS",
+                   help="tau-normalisation sweep: choose tau on --select-on, report it on --split; TAUS is "
+                        "a list and/or ranges start:stop:step, e.g. 0:2:0.1 or 0,0.5,1")
+    p.add_argument("--select-on", default="val", choices=["val", "test"],
+                   help="split that chooses tau (default val; test only when given explicitly)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("data", help="dataset tools")

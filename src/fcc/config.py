@@ -145,6 +145,7 @@ class EvalConfig:
     many_shot_min: int = 101
     few_shot_max: int = 19
     confusion_png_max_classes: int = 100
+    tau_norm: float | None = None  # evaluate with class weights W_c / ||W_c||^tau (linear head only)
 
 
 @dataclass
@@ -419,6 +420,7 @@ def validate(cfg: Config) -> None:
              "null or an integer in [0, 8]", f.round_decimals)
     e = cfg.eval
     _require(e.batch_size >= 1, "eval.batch_size", "an integer >= 1", e.batch_size)
+    _require(e.tau_norm is None or e.tau_norm >= 0, "eval.tau_norm", "null or a non-negative number", e.tau_norm)
     _require(0 <= e.few_shot_max < e.many_shot_min, "eval.few_shot_max",
              "a non-negative integer below eval.many_shot_min", e.few_shot_max)
     _validate_parts(cfg)
@@ -431,6 +433,9 @@ def _validate_parts(cfg: Config) -> None:
     DATASETS.get(cfg.data.dataset, "data.dataset")
     BACKBONES.check_params(cfg.model.backbone, cfg.model.backbone_params, "model.backbone_params")
     HEADS.check_params(cfg.model.head, cfg.model.head_params, "model.head_params")
+    if cfg.eval.tau_norm is not None and not hasattr(HEADS.get(cfg.model.head), "tau_normalized"):
+        raise ConfigError(f"eval.tau_norm: model.head {cfg.model.head!r} cannot be tau-normalised; "
+                          "it rescales the rows of a linear classifier (model.head: linear)")
     for section, registry in (("loss", LOSSES), ("sampler", SAMPLERS), ("mix", MIXERS)):
         part: PartConfig = getattr(cfg, section)
         registry.get(part.name, f"{section}.name")

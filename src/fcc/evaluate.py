@@ -126,6 +126,11 @@ def evaluate_to_files(run_dir: Path, cfg: Config, model: nn.Module, splits: Data
                       loader: EvalLoader | None = None, stem: str = "eval") -> dict[str, Any]:
     """Evaluate ``model`` on ``split`` and write ``<stem>.json`` plus confusion files (rank 0)."""
     loader = loader or build_eval_loader(cfg, splits, splits.split(split), ctx)
+    if cfg.eval.tau_norm is not None:
+        from fcc.tau_norm import tau_normalized_network
+
+        model = tau_normalized_network(model, cfg.eval.tau_norm)
+        info = {**info, "tau_norm": cfg.eval.tau_norm}
     tally = run_eval(model, loader, splits.num_classes, ctx, amp_dtype)
     result: dict[str, Any] = {}
     if ctx.is_main:
@@ -142,11 +147,11 @@ def evaluate_to_files(run_dir: Path, cfg: Config, model: nn.Module, splits: Data
     return result
 
 
-def evaluate_run(run_dir: Path, cfg: Config, checkpoint: str = "last", split: str = "test") -> dict[str, Any]:
-    """`fcc eval`: rebuild a run's data and network, load a checkpoint, write the eval files.
+def load_run_model(run_dir: Path, cfg: Config, checkpoint: str = "last"
+                   ) -> tuple[DistContext, DataSplits, nn.Module, dict[str, Any]]:
+    """Rebuild a run's data and network and load ``checkpoint`` ('last', 'best' or a file).
 
-    The default (last checkpoint, test split) writes eval.json; any other choice writes
-    eval_<checkpoint>_<split>.json so the run's own final numbers are never overwritten.
+    Returns the context, the splits, the model on the device and {checkpoint, epoch} for the eval files.
     """
     from fcc.models import build_network
 
@@ -165,8 +170,18 @@ def evaluate_run(run_dir: Path, cfg: Config, checkpoint: str = "last", split: st
         shown = str(path.resolve().relative_to(run_dir.resolve()))
     except ValueError:
         shown = str(path)
-    default = checkpoint == "last" and split == "test"
-    stem = "eval" if default else f"eval_{Path(checkpoint).stem}_{split}"
-    return evaluate_to_files(run_dir, cfg, model, splits, ctx, split=split,
-                             info={"checkpoint": shown, "epoch": epoch},
+    return ctx, splits, model, {"checkpoint": shown, "epoch": epoch}
+
+
+def evaluate_run(run_dir: Path, cfg: Config, checkpoint: str = "last", split: str = "test") -> dict[str, Any]:
+    """`fcc eval`: rebuild a run's data and network, load a checkpoint, write the eval files.
+
+    The default (last checkpoint, test split, no tau-normalisation) writes eval.json; any other choice
+    writes eval_<checkpoint>_<split>[_tau<t>].json so the run's own final numbers are never overwritten.
+    """
+    ctx, splits, model, info = load_run_model(run_dir, cfg, checkpoint)
+    tau = cfg.eval.tau_norm
+    default = checkpoint == "last" and split == "test" and tau is None
+    stem = "eval" if default else f"eval_{Path(checkpoint).stem}_{split}" + (f"_tau{tau:g}" if tau is not None else "")
+    return evaluate_to_files(run_dir, cfg, model, splits, ctx, split=split, info=info,
                              amp_dtype=autocast_dtype(cfg.train.amp, ctx.device), stem=stem)

@@ -118,7 +118,9 @@ class Trainer:
 
         torch.manual_seed(derive_seed(cfg.seed, "init"))
         model = build_network(cfg, self.class_counts)
-        if cfg.model.init_from:
+        if cfg.model.init_from and not resume:
+            # A resumed run restores every weight from its own checkpoint below; re-applying init_from
+            # would be wasted at best (and would fail if the stage-1 run has been moved since).
             self._init_from(model, cfg.model.init_from)
         self.frozen_modules = self._freeze(model)
         model.to(self.device)
@@ -169,9 +171,20 @@ class Trainer:
     def _init_from(self, model: nn.Module, source: str) -> None:
         from fcc.checkpoint import resolve_checkpoint
 
-        path = resolve_checkpoint(source)
+        try:
+            path = resolve_checkpoint(source)
+        except CheckpointError as err:
+            raise CheckpointError(f"model.init_from: {err}") from None
         state = load_checkpoint(path)
-        load_model_state(model, state["model"], str(path), exclude=self.cfg.model.init_exclude)
+        own = model.state_dict()
+        for prefix in self.cfg.model.init_exclude:
+            if not any(k == prefix or k.startswith(prefix + ".") for k in own):
+                from fcc.typecheck import suggest
+
+                names = {k.rsplit(".", 1)[0] for k in own}
+                raise ConfigError(f"model.init_exclude: {prefix!r} names no weights of the model"
+                                  f"{suggest(prefix, names)}")
+        load_model_state(model, state["model"], f"model.init_from {path}", exclude=self.cfg.model.init_exclude)
 
     def _freeze(self, model: nn.Module) -> list[nn.Module]:
         """Stop gradients under each ``train.freeze`` prefix; returns the frozen modules."""

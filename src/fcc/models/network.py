@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 from torch import Tensor, nn
@@ -49,6 +50,9 @@ def build_network(cfg: Config, class_counts: Sequence[int]) -> Network:
     backbone = BACKBONES.build(m.backbone, m.backbone_params, "model.backbone_params")
     head = HEADS.build(m.head, m.head_params, "model.head_params", backbone.out_channels, len(class_counts))
     compression = None
+    if cfg.fcc.enabled and getattr(head, "scale_invariant", False):
+        warnings.warn(f"fcc.enabled with model.head {m.head!r}: the head normalises the features, so FCC's "
+                      "per-class feature scaling cannot change the logits; FCC is a no-op here", stacklevel=2)
     if cfg.fcc.enabled:
         compression = FeatureClusterCompression(
             class_counts,
