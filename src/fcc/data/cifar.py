@@ -10,7 +10,6 @@ the training data and never touches the test split.
 
 from __future__ import annotations
 
-import io
 import pickle
 import warnings
 from dataclasses import dataclass
@@ -131,7 +130,7 @@ class _CifarUnpickler(pickle.Unpickler):
 def _unpickle(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
-            raw = _CifarUnpickler(io.BufferedReader(f), encoding="bytes").load()
+            raw = _CifarUnpickler(f, encoding="bytes").load()
     except FileNotFoundError:
         raise DataError(f"{path}: file is missing") from None
     except Exception as err:  # any unpickling failure means a corrupt or foreign file
@@ -231,16 +230,21 @@ def _missing_message(spec: CifarSpec, root: Path, reason: str) -> str:
 def long_tail_indices(labels: np.ndarray, counts: list[int], seed: int,
                       val_per_class: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Training and validation indices: per class, in ascending class order, one seeded shuffle;
-    the first counts[c] go to training, the last ``val_per_class`` to validation."""
+    the first counts[c] go to training, the last ``val_per_class`` to validation.
+
+    A class too small for both (the head class keeps all its images) gives up training images to the
+    validation split: it then trains on len - val_per_class images. Without a validation split the
+    subset is exactly the original's.
+    """
     rng = np.random.RandomState(seed)
     train, val = [], []
     for c, keep in enumerate(counts):
         idx = np.flatnonzero(labels == c)
-        if keep + val_per_class > len(idx):
-            raise DataError(f"class {c} has {len(idx)} training images, fewer than the {keep} kept "
-                            f"plus {val_per_class} validation images asked for")
+        if val_per_class >= len(idx) or keep > len(idx):
+            raise DataError(f"class {c} has {len(idx)} training images: too few for {keep} training "
+                            f"and {val_per_class} validation images")
         rng.shuffle(idx)
-        train.append(idx[:keep])
+        train.append(idx[:min(keep, len(idx) - val_per_class)])
         if val_per_class:
             val.append(idx[len(idx) - val_per_class:])
     empty = np.empty(0, dtype=np.int64)

@@ -1,0 +1,52 @@
+"""Metrics: counts, top-k, per-class and shot groups against hand-worked values."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fcc.distributed import DistContext
+from fcc.metrics import ClassificationTally, shot_groups, summarize
+
+
+def test_shot_groups_thresholds() -> None:
+    counts = [500, 101, 100, 20, 19, 1]
+    assert shot_groups(counts) == {"many": [0, 1], "medium": [2, 3], "few": [4, 5]}
+
+
+def test_summary_by_hand() -> None:
+    # 3 classes; logits rank classes so that predictions are: true 0 -> [0, 0, 1], true 1 -> [1, 2], true 2 -> [0]
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    preds = torch.tensor([0, 0, 1, 1, 2, 0])
+    logits = torch.full((6, 3), -1.0)
+    logits[torch.arange(6), preds] = 1.0
+    tally = ClassificationTally(3, torch.device("cpu"))
+    tally.update(logits[:4], labels[:4])  # two batches
+    tally.update(logits[4:], labels[4:])
+    tally.all_reduce(DistContext())
+    out = summarize(tally, train_counts=[200, 50, 10])
+    assert out["top1"] == pytest.approx(100 * 3 / 6)
+    assert out["top5"] == pytest.approx(100.0)  # 3 classes: top-5 = top-3 covers everything
+    assert out["per_class"] == pytest.approx([200 / 3, 50.0, 0.0])
+    assert (out["many"], out["medium"], out["few"]) == (pytest.approx(200 / 3), 50.0, 0.0)
+    assert out["mean_class"] == pytest.approx((200 / 3 + 50) / 3)
+    assert tally.confusion_matrix().tolist() == [[2, 1, 0], [0, 1, 1], [1, 0, 0]]
+
+
+def test_top5_and_empty_groups() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(50, 10)
+    labels = torch.randint(0, 10, (50,))
+    tally = ClassificationTally(10, torch.device("cpu"))
+    tally.update(logits, labels)
+    out = summarize(tally, train_counts=[1000] * 10)
+    rank = (logits > logits.gather(1, labels[:, None])).sum(1)  # how many classes beat the true one
+    assert out["top5"] == pytest.approx(100 * (rank < 5).double().mean().item())
+    assert out["few"] is None and out["medium"] is None and out["many"] == pytest.approx(out["mean_class"])
+
+
+def test_class_without_test_samples_is_none() -> None:
+    tally = ClassificationTally(3, torch.device("cpu"))
+    tally.update(torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([0]))
+    out = summarize(tally, [5, 5, 5])
+    assert out["per_class"] == [100.0, None, None] and out["few"] == 100.0
