@@ -147,6 +147,7 @@ class Trainer:
         self.objective = Objective(self.model, self.criterion, self.mixer, teacher=self.teacher)
         self.sampler = build_sampler(cfg, self.splits, self.ctx)
         self.train_loader = build_train_loader(cfg, self.splits, self.sampler, self.ctx)
+        self.mixer.bind(model=unwrap(self.model), loader=self.train_loader)
         self.eval_splits = ["test"] + (["val"] if self.splits.val is not None else [])
         self.eval_loaders = {name: build_eval_loader(cfg, self.splits, self.splits.split(name), self.ctx)
                              for name in self.eval_splits}

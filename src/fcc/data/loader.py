@@ -79,14 +79,25 @@ class DeviceLoader:
         order = self.sampler.epoch_indices(epoch, self.generators.get("sampler", self.device, epoch))
         for step in range(start_step, self.steps_per_epoch(epoch)):
             index = order[step * self.batch_size:(step + 1) * self.batch_size]
-            local = index[self.rank::self.world_size]
-            images = self.images[local]
-            if self.augment is not None:
-                gen = self.generators.get("augment", self.device, epoch, step)
-                params = self.augment.draw(index.numel(), gen, self.device)
-                images = self.augment(images, params[self.rank::self.world_size])
-            x = self.normalize(images).contiguous(memory_format=self.memory_format)
-            yield x, self.labels[local]
+            gen = self.generators.get("augment", self.device, epoch, step) if self.augment is not None else None
+            yield self._batch(index, gen)
+
+    def draw(self, index: Tensor, generator: torch.Generator) -> Batch:
+        """This rank's share of the images at global ``index``, augmented with ``generator``'s draws.
+
+        An extra batch source for mixers that pair the batch with a second stream (bilateral mix).
+        """
+        return self._batch(index, generator if self.augment is not None else None)
+
+    def _batch(self, index: Tensor, augment_generator: torch.Generator | None) -> Batch:
+        """Positions rank::world_size of a global batch; augmentation is drawn for the whole batch."""
+        local = index[self.rank::self.world_size]
+        images = self.images[local]
+        if self.augment is not None and augment_generator is not None:
+            params = self.augment.draw(index.numel(), augment_generator, self.device)
+            images = self.augment(images, params[self.rank::self.world_size])
+        x = self.normalize(images).contiguous(memory_format=self.memory_format)
+        return x, self.labels[local]
 
 
 class DeviceEvalLoader:

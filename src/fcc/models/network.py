@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
 from fcc.compression import FeatureClusterCompression
 from fcc.config import Config
 from fcc.registry import BACKBONES, HEADS
+
+if TYPE_CHECKING:
+    from fcc.mixing import MixedBatch
 
 
 class Network(nn.Module):
@@ -31,12 +35,50 @@ class Network(nn.Module):
         return maps.mean(dim=(-2, -1)) if maps.dim() == 4 else maps
 
     def forward(self, x: Tensor, labels: Tensor | None = None, epoch: int | None = None, *,
-                return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+                return_features: bool = False, mix: MixedBatch | None = None) -> Tensor | tuple[Tensor, Tensor]:
+        if mix is not None and mix.labels_b is not None:
+            return self._forward_mixed(x, epoch, mix, return_features)
         maps = self.backbone(x)
         if self.compression is not None:
             maps = self.compression(maps, labels, epoch)
         features = self.pool(maps)
         logits = self.head(features)
+        return (logits, features) if return_features else logits
+
+    def _forward_mixed(self, x: Tensor, epoch: int | None, mix: MixedBatch,
+                       return_features: bool) -> Tensor | tuple[Tensor, Tensor]:
+        """The training path for a mixed batch (``x`` already mixed, or mixed inside at ``mix.feature_mix``).
+
+        FCC factors: where the features FCC scales are mixtures (input mixing, or manifold mixing at a
+        backbone stage), each sample gets w * tau(a) + (1 - w) * tau(b) with its label weight w; mixing at
+        pool or logits happens after FCC, which then scales every (still unmixed) sample by its own class.
+        """
+        fm = mix.feature_mix
+        stage = fm.stage if fm is not None else None
+        if stage is None:
+            maps = self.backbone(x)
+        else:
+            stages = self.backbone.stages
+            if stage > len(stages):
+                raise ValueError(f"manifold mixing after stage {stage}, but the backbone has {len(stages)} stages")
+            maps = self.backbone.stem(x)
+            for i, block in enumerate(stages, start=1):
+                maps = block(maps)
+                if i == stage:
+                    maps = fm(maps)
+        if self.compression is not None and self.compression.is_active(epoch):
+            factors = None
+            if fm is None or stage is not None:
+                w = mix.weight_a.float()
+                factors = (w * self.compression.factors(mix.labels_a)
+                           + (1 - w) * self.compression.factors(mix.labels_b))
+            maps = self.compression(maps, mix.labels_a, epoch, factors=factors)
+        features = self.pool(maps)
+        if fm is not None and fm.location == "pool":
+            features = fm(features)
+        logits = self.head(features)
+        if fm is not None and fm.location == "logits":
+            logits = fm(logits)
         return (logits, features) if return_features else logits
 
     def features(self, x: Tensor) -> Tensor:
