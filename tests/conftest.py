@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from cifar_fixtures import write_cifar10, write_cifar100  # noqa: E402
+from cifar_fixtures import write_cifar10, write_cifar100
 
 # A 6n+2 = 8-layer CIFAR ResNet with 4/8/16 channels: the same code path as ResNet-32, ~100x cheaper.
 TINY_MODEL = ["model.backbone=resnet_cifar", "model.backbone_params={depth: 8, width: 4}"]

@@ -141,8 +141,7 @@ def evaluate_to_files(run_dir: Path, cfg: Config, model: nn.Module, splits: Data
         result = write_eval_outputs(run_dir, tally, splits.class_counts, splits.class_names, info,
                                     many_min=e.many_shot_min, few_max=e.few_shot_max,
                                     png_max_classes=e.confusion_png_max_classes, stem=stem)
-        if cfg.train.progress:
-            tqdm.write(f"{split} ({info['checkpoint']}, epoch {info.get('epoch')}): {format_summary(result)}")
+        tqdm.write(f"{split} ({info['checkpoint']}, epoch {info.get('epoch')}): {format_summary(result)}")
     barrier(ctx)
     return result
 
