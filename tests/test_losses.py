@@ -361,6 +361,17 @@ def test_extreme_logits_stay_finite_and_compute_in_float32(name, dtype):
     assert torch.isfinite(logits.grad.float()).all(), name
 
 
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_autocast_does_not_lower_the_loss_precision(name):
+    loss = LOSSES.build(name, _default_params(name), "loss.params", COUNTS)
+    z, y, feats, zt, _ = _batch(4)
+    want = _call(loss, z, y, feats, zt)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = _call(loss, z, y, feats, zt)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
 def test_seql_drops_tail_negatives_with_probability_gamma():
     """Monte Carlo mean over many identical rows vs the exact expectation over the 2^2 drop patterns."""
     counts = [500, 400, 5, 3]  # tail (share < 0.05): classes 2 and 3
