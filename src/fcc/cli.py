@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-per-class", type=int, default=0, help="images of the largest class (default: all)")
     q.set_defaults(func=cmd_data_cifar_lt)
 
+    from fcc.data.commands import add_commands
+
+    add_commands(data_sub)
+
     p = sub.add_parser("configs", help="list the shipped configs")
     p.add_argument("--root", help="configs folder (default: ./configs)")
     p.set_defaults(func=cmd_configs)
