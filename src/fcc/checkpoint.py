@@ -8,9 +8,11 @@ untrusted source cannot run code.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import pickle
-import zipfile
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,8 +39,20 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+_TEMP_NAME = re.compile(r"\..+\.tmp-\d+")  # what atomic_write_bytes names its temporary files
+
+
+def _discard(tmp: Path) -> None:
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Call ``write(file)`` on a temporary sibling of ``path``, fsync it, and rename it into place."""
+    """Call ``write(file)`` on a temporary sibling of ``path``, fsync it, and rename it into place.
+
+    Any failure (full disk, unwritable folder, an exception in ``write``) removes the temporary file and
+    leaves ``path`` as it was; OS errors become an OutputError naming ``path``.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -49,17 +63,36 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise OutputError(f"cannot write {path}: {err.strerror or err}"
                           f"{' (disk full?)' if getattr(err, 'errno', None) == 28 else ''}; "
                           "any previous file there is unchanged") from None
+    except BaseException:
+        _discard(tmp)
+        raise
     _fsync_dir(path.parent)
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete temporary files a killed process left behind in ``folder``; returns what was removed."""
+    removed = []
+    if Path(folder).is_dir():
+        for p in Path(folder).iterdir():
+            if _TEMP_NAME.fullmatch(p.name) and p.is_file():
+                _discard(p)
+                removed.append(p)
+    return removed
 
 
 def save_checkpoint(state: Mapping[str, Any], path: Path) -> None:
     """Atomically write ``state`` (plain containers and tensors only) to ``path``."""
     payload = {"format": FORMAT, "version": VERSION, **state}
-    atomic_write_bytes(Path(path), lambda f: torch.save(payload, f))
+    # Serialise in memory first: torch.save turns a failing write (ENOSPC) into a RuntimeError from its
+    # C++ writer, whereas a plain file write raises the OSError that atomic_write_bytes reports.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getbuffer()
+    atomic_write_bytes(Path(path), lambda f: f.write(data))
 
 
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -69,15 +102,27 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError,
-            AttributeError, TypeError) as err:
+    except pickle.UnpicklingError as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = next((line for line in lines if "GLOBAL" in line or "nsupported" in line), lines[-1] if lines else "")
+        raise CheckpointError(f"{path}: refused: it holds Python objects other than tensors and plain "
+                              f"containers ({detail}); fcc reads checkpoints with "
+                              "torch.load(weights_only=True), which never runs code from the file") from None
+    except Exception as err:  # untrusted bytes: any failure to parse them means "not readable"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
     if isinstance(state, dict) and state.get("format") == FORMAT:
+        if not _is_state_dict(state.get("model")):
+            raise CheckpointError(f"{path}: its 'model' entry is not a state_dict (names -> tensors)")
         return state
-    if isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()):
+    if _is_state_dict(state):
         return {"format": FORMAT, "version": VERSION, "model": state}  # a bare state_dict
     raise CheckpointError(f"{path}: not an fcc checkpoint or a model state_dict")
+
+
+def _is_state_dict(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in value.items())
 
 
 def resolve_checkpoint(path_or_run: str | Path, which: str = "last") -> Path:

@@ -244,13 +244,24 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read config file: {err}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    data = _parse_yaml(text, f"{path}: not valid YAML")
     if data is None:
         data = {}
     if not isinstance(data, dict):
+def _parse_yaml(text: str, what: str) -> Any:
+    """yaml.safe_load, with every failure as a ConfigError.
+
+    PyYAML raises more than YAMLError on bad input: ValueError for an impossible date ("2001-02-30") or
+    "!!int abc", AttributeError for "!!timestamp x", RecursionError for very deep nesting.
+    """
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{what}: {err}") from None
+    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as err:
+        raise ConfigError(f"{what}: {type(err).__name__}: {err}") from None
+
+
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
     bases = data.pop("base", [])
     if isinstance(bases, str):
@@ -271,10 +282,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*", key):
         raise ConfigError(f"override {text!r}: {key!r} is not a dotted key such as train.epochs")
-    try:
-        value = yaml.safe_load(value_text) if value_text.strip() else None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"override {text!r}: value is not valid YAML: {err}") from None
+    value = _parse_yaml(value_text, f"override {text!r}: value is not valid YAML") if value_text.strip() else None
     return key.split("."), value
 
 
@@ -443,3 +451,7 @@ def _validate_parts(cfg: Config) -> None:
         check_epochs = getattr(registry.get(part.name), "check_epochs", None)
         if check_epochs is not None:
             check_epochs(part.params, cfg.train.epochs, f"{section}.params")
+        for name, value in part.params.items():  # the *start_epoch convention: a first active epoch
+            if name.endswith("start_epoch") and isinstance(value, int) and not isinstance(value, bool):
+                _require(1 <= value <= cfg.train.epochs, f"{section}.params.{name}",
+                         f"the first active epoch, in [1, train.epochs={cfg.train.epochs}], or null", value)

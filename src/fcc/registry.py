@@ -119,7 +119,15 @@ class Registry(Generic[T]):
     def build(self, name: str, params: Mapping[str, Any], where: str, *args: Any) -> Any:
         """Construct ``name`` with framework arguments ``args`` and validated user ``params``."""
         checked = self.check_params(name, params, where)
-        return self.get(name, where)(*args, **checked)
+        ctor = self.get(name, where)
+        try:
+            return ctor(*args, **checked)
+        except ConfigError:
+            raise
+        except ValueError as err:
+            # A constructor's own range check (a depth that is not 6n+2, ...): report it as the config
+            # error it is, naming the key, instead of a traceback from inside the part.
+            raise ConfigError(f"{where}: {self.kind} {name!r} rejects these parameters: {err}") from None
 
 
 LOSSES: Registry = Registry("loss", ("fcc.losses",))

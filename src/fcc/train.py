@@ -13,6 +13,7 @@ validation top-1, only when a validation split exists), ``eval.json`` and confus
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import signal
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from fcc import __version__
-from fcc.checkpoint import atomic_write_bytes, load_checkpoint, load_model_state, save_checkpoint
+from fcc.checkpoint import atomic_write_bytes, load_checkpoint, load_model_state, remove_stale_temps, save_checkpoint
 from fcc.config import Config, from_dict, validate
 from fcc.data.build import build_eval_loader, build_sampler, build_splits, build_train_loader
 from fcc.distributed import DistContext, all_reduce_sum, barrier, setup
@@ -40,6 +41,8 @@ from fcc.precision import autocast, autocast_dtype, grad_scaler
 from fcc.registry import LOSSES, MIXERS
 from fcc.rng import StreamGenerators, derive_seed
 from fcc.schedule import learning_rate
+
+log = logging.getLogger("fcc")
 
 
 class TrainingInterrupted(FccError):
@@ -66,13 +69,16 @@ def prepare_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> Path:
         probe = run_dir / ".write-test"
         probe.write_bytes(b"ok")
         probe.unlink()
+        # temporary files of a write that a kill interrupted (the finished files are intact)
+        remove_stale_temps(run_dir)
+        remove_stale_temps(run_dir / "checkpoints")
+        if overwrite and not resume:
+            for name in ("metrics.jsonl", "eval.json", "confusion.csv", "confusion.png"):
+                (run_dir / name).unlink(missing_ok=True)
+            for ckpt in (run_dir / "checkpoints").glob("*.pt"):
+                ckpt.unlink()
     except OSError as err:
         raise OutputError(f"cannot write to the run directory {run_dir}: {err.strerror or err}") from None
-    if overwrite and not resume:
-        for name in ("metrics.jsonl", "eval.json", "confusion.csv", "confusion.png"):
-            (run_dir / name).unlink(missing_ok=True)
-        for ckpt in (run_dir / "checkpoints").glob("*.pt"):
-            ckpt.unlink()
     return run_dir
 
 
@@ -82,7 +88,8 @@ def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> Config
 
     path = run_dir / "config.yaml"
     if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run directory: {path} is missing")
+        raise ConfigError(f"{run_dir} is not a run directory: {path} is missing (a run stopped before it "
+                          "wrote its config has nothing to resume: start it again from its config file)")
     raw = apply_overrides(read_yaml(path), overrides or [])
     cfg = from_dict(raw, str(path))
     cfg.out = str(run_dir)
@@ -161,10 +168,17 @@ class Trainer:
         self.partial: dict[str, Any] | None = None
         self.best: dict[str, Any] = {"val_top1": None, "epoch": None}
         self.nonfinite_skipped = 0
+        self.step_skipped = False
         self._stop_signal: int | None = None
         self.step_callback: Callable[[Trainer, int, int], None] | None = None
         if resume:
-            self._restore(self.run_dir / "checkpoints" / "last.pt")
+            last = self.run_dir / "checkpoints" / "last.pt"
+            if last.exists():
+                self._restore(last)
+            elif self.ctx.is_main:  # stopped before its first checkpoint: nothing was finished yet
+                log.info("%s has no checkpoint yet (stopped during its first epoch); starting at epoch 1",
+                         self.run_dir)
+                self._truncate_metrics(1)
         self.tb = self._tensorboard() if self.ctx.is_main and t.tensorboard else None
 
     # ------------------------------------------------------------------------------------ building
@@ -262,8 +276,11 @@ class Trainer:
             raise CheckpointError(f"{path}: optimizer state does not fit ({err})") from None
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        self.next_epoch = int(state["next_epoch"])
-        self.next_step = int(state["next_step"])
+        try:
+            self.next_epoch = int(state["next_epoch"])
+            self.next_step = int(state["next_step"])
+        except (TypeError, ValueError):
+            raise CheckpointError(f"{path}: next_epoch/next_step are not integers") from None
         self.partial = state.get("partial")
         self.best = state.get("best") or self.best
         self.nonfinite_skipped = int(state.get("nonfinite_skipped", 0))
@@ -371,7 +388,7 @@ class Trainer:
             out = self._step(images, labels, epoch, step)
             finite = torch.isfinite(out.loss)
             first_bad = torch.where((first_bad < 0) & ~finite, step, first_bad)
-            n = labels.numel()
+            n = 0 if self.step_skipped else labels.numel()  # a skipped step's samples count nowhere
             sums += torch.stack([out.loss.detach().double() * n, out.correct.double(),
                                  torch.tensor(float(n), dtype=torch.float64, device=self.device)])
             seen += n
@@ -414,8 +431,9 @@ class Trainer:
             self._log(record)
             self.save("last")
             if improved:
-                shutil.copyfile(self.run_dir / "checkpoints" / "last.pt", self.run_dir / "checkpoints" / ".best.tmp")
-                (self.run_dir / "checkpoints" / ".best.tmp").replace(self.run_dir / "checkpoints" / "best.pt")
+                with open(self.run_dir / "checkpoints" / "last.pt", "rb") as src:
+                    atomic_write_bytes(self.run_dir / "checkpoints" / "best.pt",
+                                       lambda f: shutil.copyfileobj(src, f))
         barrier(self.ctx)
         if epoch < t.epochs and self._stop_requested(at_log=True):
             self._raise_interrupted(epoch + 1, 0)
@@ -429,6 +447,9 @@ class Trainer:
         micro_labels = labels.chunk(chunks)
         total_loss = torch.zeros((), device=self.device)
         total_correct = torch.zeros((), device=self.device)
+        self.step_skipped = False
+        # Opt-in skipping keeps the buffers (BN statistics) so that a skipped step leaves no trace.
+        saved = [b.detach().clone() for b in unwrap(self.model).buffers()] if t.max_nonfinite_steps > 0 else None
         for i, (x, y) in enumerate(zip(micro_images, micro_labels)):
             sync = nullcontext()
             if self.ctx.distributed and i < len(micro_labels) - 1:
@@ -445,14 +466,19 @@ class Trainer:
                     loss.backward()
             total_loss = total_loss + loss.detach()
             total_correct = total_correct + out.correct.detach().float()
-        if t.max_nonfinite_steps > 0 and not bool(torch.isfinite(total_loss)):
+        if saved is not None and self._any_rank_nonfinite(total_loss):
             # Opt-in skipping costs one host sync per step; the default path never syncs here.
             self.nonfinite_skipped += 1
+            self.step_skipped = True
             self.optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for buffer, value in zip(unwrap(self.model).buffers(), saved):
+                    buffer.copy_(value)
             if self.nonfinite_skipped > t.max_nonfinite_steps:
                 raise TrainingError(self._nonfinite_message(epoch, step, self.train_loader.steps_per_epoch(epoch),
                                                             skipped=True))
-            return StepOutput(torch.zeros((), device=self.device), total_correct)
+            zero = torch.zeros((), device=self.device)
+            return StepOutput(zero, zero)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -472,7 +498,18 @@ class Trainer:
         return (f"non-finite loss at epoch {epoch}, step {step + 1} of {steps}{extra}; training stopped and "
                 f"{kept}. Lower train.lr, check the data, or allow skipping with train.max_nonfinite_steps.")
 
+    def _any_rank_nonfinite(self, loss: Tensor) -> bool:
+        """Whether the loss is non-finite on any rank (all ranks must skip a step together)."""
+        bad = (~torch.isfinite(loss)).float().reshape(1)
+        all_reduce_sum(bad, self.ctx)
+        return bool(bad)
+
     def _check_finite(self, first_bad: Tensor, epoch: int, steps: int) -> None:
+        if self.ctx.distributed:  # every rank stops together, at the earliest bad step of any rank
+            never = torch.iinfo(torch.long).max
+            earliest = torch.where(first_bad >= 0, first_bad, never).reshape(1)
+            torch.distributed.all_reduce(earliest, op=torch.distributed.ReduceOp.MIN)
+            first_bad = torch.where(earliest == never, -1, earliest)
         bad = int(first_bad)
         if bad >= 0:
             if self.tb is not None:

@@ -80,12 +80,10 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
     if annotation is float:
         if isinstance(value, bool):
             raise bad
-        if isinstance(value, (int, float)):
-            out = float(value)
-        elif isinstance(value, str):
+        if isinstance(value, (int, float, str)):
             try:
                 out = float(value)
-            except ValueError:
+            except (ValueError, OverflowError):  # OverflowError: an int beyond the float range
                 raise bad from None
         else:
             raise bad

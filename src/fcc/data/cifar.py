@@ -145,12 +145,18 @@ def _read_batch(path: Path, spec: CifarSpec) -> tuple[np.ndarray, np.ndarray]:
     for key in ("data", spec.label_key):
         if key not in batch:
             raise DataError(f"{path}: missing key {key!r} (has {sorted(batch)})")
-    data = np.asarray(batch["data"])
-    labels = np.asarray(batch[spec.label_key], dtype=np.int64)
+    try:
+        data = np.asarray(batch["data"])
+        labels = np.asarray(batch[spec.label_key])
+    except (ValueError, TypeError) as err:  # ragged lists and the like
+        raise DataError(f"{path}: 'data' and {spec.label_key!r} must be arrays ({err})") from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DataError(f"{path}: 'data' must be uint8 of shape (N, 3072), got {data.dtype} {data.shape}")
+    if labels.size and labels.dtype.kind not in "iu":
+        raise DataError(f"{path}: {spec.label_key!r} must be integer class ids, got {labels.dtype} values")
+    labels = labels.astype(np.int64)
     if labels.shape != (data.shape[0],):
-        raise DataError(f"{path}: {data.shape[0]} images but {labels.shape[0]} labels")
+        raise DataError(f"{path}: {data.shape[0]} images but {spec.label_key!r} has shape {labels.shape}")
     if labels.size and (labels.min() < 0 or labels.max() >= spec.num_classes):
         raise DataError(f"{path}: labels must lie in [0, {spec.num_classes - 1}], found "
                         f"[{labels.min()}, {labels.max()}]")
@@ -262,7 +268,14 @@ def build_cifar(cfg: DataConfig, key: str) -> DataSplits:
     x_test, y_test = read_split(folder, spec, "test")
     max_per_class = int(np.bincount(y_train, minlength=spec.num_classes).max())
     counts = long_tail_counts(spec.num_classes, cfg.imbalance_factor, max_per_class)
-    train_idx, val_idx = long_tail_indices(y_train, counts, cfg.subset_seed, cfg.val_per_class)
+    if min(counts) == 0:
+        raise DataError(f"{folder}: data.imbalance_factor {cfg.imbalance_factor:g} leaves classes "
+                        f"{[c for c, n in enumerate(counts) if n == 0]} without training images: the largest "
+                        f"class has {max_per_class} images, so the factor can be at most {max_per_class}")
+    try:
+        train_idx, val_idx = long_tail_indices(y_train, counts, cfg.subset_seed, cfg.val_per_class)
+    except DataError as err:
+        raise DataError(f"{folder} (training files {', '.join(n for n, _ in spec.train_files)}): {err}") from None
     name = f"{spec.name}-LT (IF {cfg.imbalance_factor:g})" if cfg.imbalance_factor > 1 else spec.name
     val = _to_dataset(x_train[val_idx], y_train[val_idx], f"{folder} (val)") if len(val_idx) else None
     return DataSplits(

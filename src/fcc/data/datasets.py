@@ -65,11 +65,18 @@ class DataSplits:
     def __post_init__(self) -> None:
         if not self.class_names:
             self.class_names = [str(c) for c in range(self.num_classes)]
+        for split in ("train", "val", "test"):
+            ds = getattr(self, split)
+            if ds is not None and len(ds) and (int(ds.labels.min()) < 0 or int(ds.labels.max()) >= self.num_classes):
+                raise DataError(f"{self.name} ({getattr(ds, 'source', '') or split}): labels must lie in "
+                                f"[0, {self.num_classes - 1}], found [{int(ds.labels.min())}, {int(ds.labels.max())}]")
         counts = self.class_counts
         empty = [c for c, n in enumerate(counts) if n == 0]
         if empty:
             shown = ", ".join(f"{c} ({self.class_names[c]})" for c in empty[:10])
-            raise DataError(f"{self.name}: {len(empty)} of {self.num_classes} classes have no training "
+            source = getattr(self.train, "source", "")
+            raise DataError(f"{self.name}{f' ({source})' if source else ''}: {len(empty)} of "
+                            f"{self.num_classes} classes have no training "
                             f"images: {shown}{' ...' if len(empty) > 10 else ''}")
 
     @property

@@ -50,6 +50,8 @@ class ResNetCifar(nn.Module):
         super().__init__()
         if (depth - 2) % 6 != 0 or depth < 8:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110), got {depth}")
+        if min(widths) < 1:
+            raise ValueError(f"CIFAR ResNet widths must be >= 1, got {widths}")
         blocks = (depth - 2) // 6
         self.stem = nn.Sequential(
             nn.Conv2d(3, widths[0], 3, stride=1, padding=1, bias=False),
