@@ -232,6 +232,20 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _parse_yaml(text: str, what: str) -> Any:
+    """yaml.safe_load, with every failure as a ConfigError.
+
+    PyYAML raises more than YAMLError on bad input: ValueError for an impossible date ("2001-02-30") or
+    "!!int abc", AttributeError for "!!timestamp x", RecursionError for very deep nesting.
+    """
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{what}: {err}") from None
+    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as err:
+        raise ConfigError(f"{what}: {type(err).__name__}: {err}") from None
+
+
 def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a config file with its ``base`` chain resolved into one nested mapping."""
     path = Path(path)
@@ -248,20 +262,6 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-def _parse_yaml(text: str, what: str) -> Any:
-    """yaml.safe_load, with every failure as a ConfigError.
-
-    PyYAML raises more than YAMLError on bad input: ValueError for an impossible date ("2001-02-30") or
-    "!!int abc", AttributeError for "!!timestamp x", RecursionError for very deep nesting.
-    """
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{what}: {err}") from None
-    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as err:
-        raise ConfigError(f"{what}: {type(err).__name__}: {err}") from None
-
-
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
     bases = data.pop("base", [])
     if isinstance(bases, str):
@@ -448,10 +448,10 @@ def _validate_parts(cfg: Config) -> None:
         part: PartConfig = getattr(cfg, section)
         registry.get(part.name, f"{section}.name")
         part.params = registry.check_params(part.name, part.params, f"{section}.params")
-        check_epochs = getattr(registry.get(part.name), "check_epochs", None)
-        if check_epochs is not None:
-            check_epochs(part.params, cfg.train.epochs, f"{section}.params")
         for name, value in part.params.items():  # the *start_epoch convention: a first active epoch
             if name.endswith("start_epoch") and isinstance(value, int) and not isinstance(value, bool):
                 _require(1 <= value <= cfg.train.epochs, f"{section}.params.{name}",
                          f"the first active epoch, in [1, train.epochs={cfg.train.epochs}], or null", value)
+        check_epochs = getattr(registry.get(part.name), "check_epochs", None)
+        if check_epochs is not None:
+            check_epochs(part.params, cfg.train.epochs, f"{section}.params")
