@@ -46,7 +46,26 @@ class DataConfig:
     imbalance_factor: float = 100.0
     subset_seed: int = 0
     val_per_class: int = 0
-    augment: Literal["crop_flip", "none"] = "crop_flip"
+    augment: Literal["crop_flip", "rrc_flip", "none"] = "crop_flip"
+    # image-file datasets ('json', 'image_folder'): see docs/datasets.md
+    train_json: str | None = None
+    val_json: str | None = None
+    test_json: str | None = None
+    image_root: str | None = None
+    image_size: int = 224
+    test_crop_ratio: float = 0.875
+    rrc_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    rrc_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
+    color_jitter: float = 0.0
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    loader: Literal["auto", "device", "workers"] = "auto"
+    preload_max_mb: int = 2048
+    workers: int | None = None
+    prefetch: int = 2
+    jpeg_draft: bool = True
+    check_images: Literal["none", "exists", "header", "decode"] = "exists"
+    skip_bad_images: bool = False
 
 
 @dataclass
@@ -399,6 +418,7 @@ def validate(cfg: Config) -> None:
     )
     _require(d.imbalance_factor >= 1, "data.imbalance_factor", "a number >= 1", d.imbalance_factor)
     _require(d.val_per_class >= 0, "data.val_per_class", "a non-negative integer", d.val_per_class)
+    _validate_image_data(d)
     _require(t.epochs >= 1, "train.epochs", "an integer >= 1", t.epochs)
     _require(t.batch_size >= 1, "train.batch_size", "an integer >= 1", t.batch_size)
     _require(t.lr > 0, "train.lr", "a positive number", t.lr)
@@ -432,6 +452,28 @@ def validate(cfg: Config) -> None:
     _require(0 <= e.few_shot_max < e.many_shot_min, "eval.few_shot_max",
              "a non-negative integer below eval.many_shot_min", e.few_shot_max)
     _validate_parts(cfg)
+
+
+def _validate_image_data(d: DataConfig) -> None:
+    """Keys of the image-file datasets (json, image_folder)."""
+    _require(8 <= d.image_size <= 4096, "data.image_size", "an integer in [8, 4096] (pixels)", d.image_size)
+    _require(0 < d.test_crop_ratio <= 1, "data.test_crop_ratio", "a number in (0, 1]", d.test_crop_ratio)
+    _require(len(d.rrc_scale) == 2 and 0 < d.rrc_scale[0] <= d.rrc_scale[1] <= 1, "data.rrc_scale",
+             "[min, max] area fractions with 0 < min <= max <= 1", d.rrc_scale)
+    _require(len(d.rrc_ratio) == 2 and 0 < d.rrc_ratio[0] <= d.rrc_ratio[1], "data.rrc_ratio",
+             "[min, max] aspect ratios with 0 < min <= max", d.rrc_ratio)
+    _require(0 <= d.color_jitter < 1, "data.color_jitter", "a number in [0, 1)", d.color_jitter)
+    for key, value in (("data.mean", d.mean), ("data.std", d.std)):
+        _require(value is None or len(value) == 3, key, "null or three numbers (R, G, B)", value)
+    _require(d.std is None or all(s > 0 for s in d.std), "data.std", "positive numbers", d.std)
+    _require(d.preload_max_mb >= 0, "data.preload_max_mb", "a non-negative integer (MiB)", d.preload_max_mb)
+    _require(d.workers is None or d.workers >= 0, "data.workers", "null (automatic) or an integer >= 0",
+             d.workers)
+    _require(d.prefetch >= 1, "data.prefetch", "an integer >= 1", d.prefetch)
+    if d.dataset == "json":
+        for key in ("train_json", "test_json"):
+            _require(bool(getattr(d, key)), f"data.{key}", "an annotation file (dataset 'json' needs "
+                     "data.train_json and data.test_json)", getattr(d, key))
 
 
 def _validate_parts(cfg: Config) -> None:

@@ -7,6 +7,7 @@ batch sees.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -80,3 +81,121 @@ class PadCropFlip:
         flat = (rows[:, :, None] * wp + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
         out = torch.gather(padded.reshape(b, c, -1), 2, flat)
         return out.view(b, c, h, w)
+
+
+# ------------------------------------------------------------------- image pipeline: crops and colour
+
+
+def random_resized_boxes(heights: Tensor, widths: Tensor, generator: torch.Generator,
+                         scale: Sequence[float] = (0.08, 1.0), ratio: Sequence[float] = (3 / 4, 4 / 3),
+                         attempts: int = 10) -> Tensor:
+    """Random-resized-crop boxes (B, 4: top, left, height, width) for images of the given sizes.
+
+    The Inception-style rule of torchvision's RandomResizedCrop, for a whole batch at once: up to
+    ``attempts`` candidates with area fraction ~ U(scale) and log aspect ratio ~ U(log ratio); the first
+    that fits is placed uniformly at random; if none fits, the central crop with the aspect ratio
+    clamped into ``ratio``. All draws come from ``generator``, a fixed number per image.
+    """
+    n = heights.numel()
+    device = heights.device
+    h = heights.reshape(n, 1).double()
+    w = widths.reshape(n, 1).double()
+    u = torch.rand((n, attempts, 4), generator=generator, device=device, dtype=torch.float64)
+    target = h * w * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
+    lo, hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(lo + (hi - lo) * u[..., 1])
+    cw = torch.round(torch.sqrt(target * aspect))
+    ch = torch.round(torch.sqrt(target / aspect))
+    fits = (cw > 0) & (ch > 0) & (cw <= w) & (ch <= h)
+    first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # first fitting attempt (0 when none fits)
+
+    def pick(t: Tensor) -> Tensor:
+        return t.gather(1, first)
+
+    bw, bh = pick(cw), pick(ch)
+    top = torch.floor(pick(u[..., 2]) * (h - bh + 1)).clamp(max=h - bh)
+    left = torch.floor(pick(u[..., 3]) * (w - bw + 1)).clamp(max=w - bw)
+    # fallback: the whole image, cut to the nearest allowed aspect ratio, centred
+    in_ratio = w / h
+    fw = torch.where(in_ratio > ratio[1], torch.round(h * ratio[1]), w)
+    fh = torch.where(in_ratio < ratio[0], torch.round(w / ratio[0]), h)
+    ok = fits.any(dim=1, keepdim=True)
+    boxes = torch.cat([
+        torch.where(ok, top, torch.div(h - fh, 2, rounding_mode="floor")),
+        torch.where(ok, left, torch.div(w - fw, 2, rounding_mode="floor")),
+        torch.where(ok, bh, fh),
+        torch.where(ok, bw, fw),
+    ], dim=1)
+    return boxes.long()
+
+
+@dataclass
+class JitterParams:
+    """Per-sample colour-jitter factors (B, 3: brightness, contrast, saturation) and op order (B, 3)."""
+
+    factors: Tensor
+    order: Tensor
+
+    def __getitem__(self, index: slice | Tensor) -> JitterParams:
+        return JitterParams(self.factors[index], self.order[index])
+
+
+class ColorJitter:
+    """Brightness, contrast and saturation jitter of a batch, each factor ~ U(1 - s, 1 + s), in a random
+    order per image (as torchvision's ColorJitter(s, s, s, 0)).
+
+    Each op blends the image with a "degenerate" image: black (brightness), the mean grey level
+    (contrast) or the grey image (saturation), out = f * x + (1 - f) * degenerate, clamped to [0, 255].
+    Works on float images in [0, 255] (uint8 input is converted), so it fits before ``Normalize``.
+    """
+
+    GREY = (0.299, 0.587, 0.114)
+
+    def __init__(self, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4) -> None:
+        for name, s in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
+            if not 0 <= s < 1:
+                raise ValueError(f"ColorJitter: {name} must lie in [0, 1), got {s}")
+        self.strength = torch.tensor([brightness, contrast, saturation], dtype=torch.float32)
+
+    def draw(self, n: int, generator: torch.Generator, device: torch.device) -> JitterParams:
+        u = torch.rand((n, 6), generator=generator, device=device)
+        s = self.strength.to(device)
+        factors = 1 - s + 2 * s * u[:, :3]
+        order = u[:, 3:].argsort(dim=1)
+        return JitterParams(factors, order)
+
+    def __call__(self, images: Tensor, params: JitterParams) -> Tensor:
+        x = images.float()
+        b = x.shape[0]
+        grey_w = torch.tensor(self.GREY, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        for position in range(3):
+            op = params.order[:, position].view(b, 1, 1, 1)
+            f = params.factors.gather(1, params.order[:, position:position + 1]).view(b, 1, 1, 1).to(x.dtype)
+            grey = (x * grey_w).sum(dim=1, keepdim=True)
+            mean = grey.mean(dim=(2, 3), keepdim=True)
+            degenerate = torch.where(op == 0, torch.zeros_like(grey), torch.where(op == 1, mean, grey))
+            x = (f * x + (1 - f) * degenerate).clamp_(0, 255)
+        return x
+
+
+@dataclass
+class ComposedParams:
+    parts: tuple
+
+    def __getitem__(self, index: slice | Tensor) -> ComposedParams:
+        return ComposedParams(tuple(p[index] for p in self.parts))
+
+
+class Compose:
+    """Several batched augmentations applied in order, with the same draw/apply interface as each."""
+
+    def __init__(self, ops: Sequence) -> None:
+        self.ops = list(ops)
+
+    def draw(self, n: int, generator: torch.Generator, device: torch.device) -> ComposedParams:
+        return ComposedParams(tuple(op.draw(n, generator, device) for op in self.ops))
+
+    def __call__(self, images: Tensor, params: ComposedParams) -> Tensor:
+        for op, p in zip(self.ops, params.parts):
+            images = op(images, p)
+        return images

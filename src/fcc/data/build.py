@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fcc.config import Config
-from fcc.data.augment import Normalize, PadCropFlip
+from fcc.data.augment import ColorJitter, Compose, Normalize, PadCropFlip
 from fcc.data.datasets import ArrayDataset, DataSplits, LabelledDataset
 from fcc.data.loader import DeviceEvalLoader, DeviceLoader, EvalLoader, TrainLoader
 from fcc.data.sampling import Sampler
 from fcc.distributed import DistContext
-from fcc.errors import DataError
+from fcc.errors import ConfigError, DataError
 from fcc.registry import DATASETS, SAMPLERS
 
 
@@ -25,12 +27,23 @@ def build_sampler(cfg: Config, splits: DataSplits, ctx: DistContext) -> Sampler:
 def build_train_loader(cfg: Config, splits: DataSplits, sampler: Sampler, ctx: DistContext) -> TrainLoader:
     train = splits.train
     if isinstance(train, ArrayDataset):
-        augment = PadCropFlip(pad=4) if cfg.data.augment == "crop_flip" else None
+        augment = device_augment(cfg)
         return DeviceLoader(
             train, cfg.train.batch_size, ctx.device, sampler=sampler,
             normalize=Normalize(splits.mean, splits.std), augment=augment, seed=cfg.seed,
             drop_last=cfg.train.drop_last, rank=ctx.rank, world_size=ctx.world_size,
             channels_last=cfg.train.channels_last,
+        )
+    from fcc.data.image_loader import WorkerLoader
+    from fcc.data.images import ImageFiles, train_transform, workers_for
+
+    if isinstance(train, ImageFiles):
+        return WorkerLoader(
+            train, cfg.train.batch_size, ctx.device, sampler=sampler, transform=train_transform(cfg.data),
+            normalize=Normalize(splits.mean, splits.std), augment=device_augment(cfg), seed=cfg.seed,
+            drop_last=cfg.train.drop_last, rank=ctx.rank, world_size=ctx.world_size,
+            workers=workers_for(cfg.data), prefetch=cfg.data.prefetch, channels_last=cfg.train.channels_last,
+            skip_bad=cfg.data.skip_bad_images,
         )
     raise DataError(f"{splits.name}: no training loader for datasets of type {type(train).__name__}")
 
@@ -41,4 +54,33 @@ def build_eval_loader(cfg: Config, splits: DataSplits, dataset: LabelledDataset,
             dataset, cfg.eval.batch_size, ctx.device, normalize=Normalize(splits.mean, splits.std),
             rank=ctx.rank, world_size=ctx.world_size, channels_last=cfg.train.channels_last,
         )
+    from fcc.data.image_loader import WorkerEvalLoader
+    from fcc.data.images import ImageFiles, eval_transform, workers_for
+
+    if isinstance(dataset, ImageFiles):
+        return WorkerEvalLoader(
+            dataset, cfg.eval.batch_size, ctx.device, transform=eval_transform(cfg.data),
+            normalize=Normalize(splits.mean, splits.std), rank=ctx.rank, world_size=ctx.world_size,
+            workers=workers_for(cfg.data), prefetch=cfg.data.prefetch, channels_last=cfg.train.channels_last,
+            skip_bad=cfg.data.skip_bad_images,
+        )
     raise DataError(f"{splits.name}: no evaluation loader for datasets of type {type(dataset).__name__}")
+
+
+def device_augment(cfg: Config) -> Any:
+    """The batched augmentation run on the device: crop_flip's pad-4 crop and flip, then colour jitter.
+
+    rrc_flip's crop and flip happen while decoding (workers), so they need an image-file dataset.
+    """
+    d = cfg.data
+    if d.augment == "rrc_flip" and d.dataset not in ("json", "image_folder"):
+        raise ConfigError(f"data.augment: 'rrc_flip' (random-resized crop) is done while decoding image files; "
+                          f"dataset {d.dataset!r} is held as arrays: use crop_flip or none")
+    ops: list[Any] = []
+    if d.augment == "crop_flip":
+        ops.append(PadCropFlip(pad=4))
+    if d.color_jitter > 0:
+        ops.append(ColorJitter(d.color_jitter, d.color_jitter, d.color_jitter))
+    if not ops:
+        return None
+    return ops[0] if len(ops) == 1 else Compose(ops)
