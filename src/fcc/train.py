@@ -425,6 +425,8 @@ class Trainer:
         record["images_per_s"] = count / epoch_time if epoch_time > 0 else None
         if self.nonfinite_skipped:
             record["nonfinite_skipped"] = self.nonfinite_skipped
+        if getattr(self.train_loader, "skipped_images", 0):  # undecodable images left out (data.skip_bad_images)
+            record["skipped_images"] = self.train_loader.skipped_images
         self.next_epoch, self.next_step, self.partial = epoch + 1, 0, None
         improved = self._update_best(record, epoch)
         if self.ctx.is_main:
