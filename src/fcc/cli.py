@@ -95,9 +95,23 @@ def cmd_configs(args: argparse.Namespace) -> int:
     if not root.is_dir():
         raise ConfigError(f"no configs folder at {root}; pass --root")
     files = sorted(p for p in root.rglob("*.yaml") if not p.name.startswith("_"))
+    width = max((len(p.as_posix()) for p in files), default=0)
     for p in files:
-        print(p.as_posix())
+        print(f"{p.as_posix():<{width}}  {config_title(p)}".rstrip())
     return 0
+
+
+def config_title(path: Path) -> str:
+    """A config's one-line description: its first comment line."""
+    try:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("#"):
+                return line.lstrip("#").strip()
+            if line.strip():
+                break
+    except (OSError, UnicodeDecodeError):
+        pass
+    return ""
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -1,0 +1,121 @@
+"""Every shipped config loads, validates, builds and runs two training steps on tiny synthetic data.
+
+The data root points at a fixture folder, the backbone at an 8-layer width-4 CIFAR ResNet (the head the
+config chooses is kept), the batch at 8 and the run at 2 epochs (the schedule rescales, so DRW/DRS/FCC
+switches fall inside it); the two steps run in the LAST epoch, where every deferred part is active.
+Stage-2 configs are pointed at a tiny stage-1 run made once per session, which also serves as the DiVE
+teacher.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from conftest import TINY_MODEL
+from fcc.cli import main
+from fcc.config import load_config
+from fcc.train import Trainer, TrainingInterrupted
+
+ROOT = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = sorted(p for p in ROOT.rglob("*.yaml") if not p.name.startswith("_"))
+IDS = [p.relative_to(ROOT).as_posix().removesuffix(".yaml") for p in CONFIGS]
+CIFAR_OVERRIDES = {"cifar10": ["data.imbalance_factor=10"], "cifar100": ["data.imbalance_factor=5"]}
+
+
+def data_overrides(dataset: str, roots: dict[str, Path]) -> list[str]:
+    return [f"data.root={roots[dataset]}", "data.download=false", *CIFAR_OVERRIDES[dataset]]
+
+
+def common(out: Path) -> list[str]:
+    return ["device=cpu", f"out={out}", "train.epochs=2", "train.batch_size=8", "train.progress=false",
+            "eval.batch_size=100", *TINY_MODEL]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Any:
+    """Tiny tensors: one intra-op thread is fastest, and far faster on a loaded machine (no spinning)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def roots(cifar10_root: Path, cifar100_root: Path) -> dict[str, Path]:
+    return {"cifar10": cifar10_root, "cifar100": cifar100_root}
+
+
+@pytest.fixture(scope="session")
+def stage1(roots: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Per dataset, an untrained tiny CE run directory (config.yaml + checkpoints/last.pt)."""
+    runs = {}
+    for dataset, ref in (("cifar10", "cifar10_lt"), ("cifar100", "cifar100_lt")):
+        out = tmp_path_factory.mktemp(f"stage1_{dataset}") / "run"
+        cfg = load_config(ROOT / ref / "ce_if100.yaml", [*common(out), *data_overrides(dataset, roots)])
+        Trainer(cfg).save("last")
+        runs[dataset] = out
+    return runs
+
+
+def test_every_config_is_listed(capsys: pytest.CaptureFixture) -> None:
+    assert main(["configs", "--root", str(ROOT)]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert listed == [p.as_posix() for p in CONFIGS]
+    # the CIFAR galleries: every method with and without FCC, at IF 100 and 50
+    for folder in ("cifar10_lt", "cifar100_lt"):
+        stems = {p.stem for p in (ROOT / folder).glob("*.yaml") if not p.name.startswith("_")}
+        methods = {s.rsplit("_if", 1)[0].removesuffix("_fcc") for s in stems}
+        assert len(methods) >= 30
+        for m in methods:
+            assert {f"{m}_if100", f"{m}_fcc_if100", f"{m}_if50", f"{m}_fcc_if50"} <= stems, m
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=IDS)
+def test_config_runs_two_steps(path: Path, roots: dict[str, Path], stage1: dict[str, Path], tmp_path: Path) -> None:
+    shipped = load_config(path)  # as shipped: loads and validates
+    dataset = shipped.data.dataset
+    if dataset not in roots:
+        pytest.skip(f"{dataset}: no synthetic fixture here; loaded and validated only")
+    extra = []
+    if shipped.model.init_from:
+        extra.append(f"model.init_from={stage1[dataset] / 'checkpoints' / 'last.pt'}")
+    if shipped.distill.teacher:
+        extra.append(f"distill.teacher={stage1[dataset]}")
+    cfg = load_config(path, [*common(tmp_path / "run"), *data_overrides(dataset, roots), *extra])
+    for key in ("model.head", "loss.name", "sampler.name", "mix.name", "fcc.enabled", "eval.tau_norm"):
+        section, name = key.split(".")
+        assert getattr(getattr(cfg, section), name) == getattr(getattr(shipped, section), name), key
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*FCC is a no-op.*")
+        warnings.filterwarnings("ignore", message=".*differ from the official.*")
+        trainer = Trainer(cfg)
+    trainer.next_epoch = cfg.train.epochs
+    losses: list[float] = []
+    real = trainer.objective
+
+    def objective(*args: Any) -> Any:
+        out = real(*args)
+        losses.append(float(out.loss.detach()))
+        return out
+
+    trainer.objective = objective  # type: ignore[assignment]
+
+    def stop_after_two(t: Trainer, epoch: int, step: int) -> None:
+        if step == 1:
+            t.request_stop()
+
+    trainer.step_callback = stop_after_two
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with pytest.raises(TrainingInterrupted):
+        trainer.fit()
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses), losses
+    after = trainer.model.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed, "two training steps changed no weight"
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
