@@ -7,10 +7,13 @@ a single process. NCCL is used on CUDA, gloo on CPU.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from fcc.errors import ConfigError
 
@@ -39,6 +42,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         if not torch.cuda.is_available():
             raise ConfigError(f"device: {name!r} asked for, but CUDA is not available here; use cpu or auto")
         if name == "cuda":
+            if local_rank >= torch.cuda.device_count():
+                raise ConfigError(f"device: process LOCAL_RANK={local_rank} needs cuda:{local_rank}, but only "
+                                  f"{torch.cuda.device_count()} CUDA devices are visible; start at most that "
+                                  "many processes per node (torchrun --nproc-per-node)")
             name = f"cuda:{local_rank}"
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("device: 'mps' asked for, but MPS is not available here")
@@ -80,6 +87,39 @@ def broadcast_object(obj: object, ctx: DistContext) -> object:
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()
+
+
+T = TypeVar("T")
+
+
+def in_turns(ctx: DistContext, build: Callable[[], T]) -> T:
+    """``build()`` on rank 0 first, then on the first process of every other node, then on all the rest.
+
+    Whatever ``build`` downloads, extracts or caches is then written by one process per file system
+    while the others wait, and found complete by them (several processes downloading into the same
+    folder would overwrite each other's partial files).
+    """
+    if not ctx.distributed:
+        return build()
+    turn = 0 if ctx.rank == 0 else 1 if ctx.local_rank == 0 else 2
+    result: T | None = None
+    for current in range(3):
+        if current == turn:
+            result = build()
+        dist.barrier()
+    return result  # type: ignore[return-value]
+
+
+def broadcast_buffers(module: nn.Module, ctx: DistContext) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics).
+
+    DDP copies rank 0's buffers at the start of each training forward, but the last step of an epoch
+    leaves every rank with statistics updated from its own share of the batch. Evaluating and
+    checkpointing after this keeps all ranks on the one model rank 0 saves.
+    """
+    if ctx.distributed:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def cleanup() -> None:

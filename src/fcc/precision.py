@@ -7,12 +7,17 @@ import contextlib
 
 import torch
 
+from fcc.errors import ConfigError
+
 
 def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``train.amp`` on ``device`` (None = full fp32)."""
     if setting == "off":
         return None
     if setting == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ConfigError(f"train.amp: bf16, but the GPU ({device}) has no bfloat16 support; "
+                              "use fp16 (with loss scaling), auto or off")
         return torch.bfloat16
     if setting == "fp16":
         return torch.float16

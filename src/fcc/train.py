@@ -31,7 +31,7 @@ from fcc import __version__
 from fcc.checkpoint import atomic_write_bytes, load_checkpoint, load_model_state, remove_stale_temps, save_checkpoint
 from fcc.config import Config, from_dict, validate
 from fcc.data.build import build_eval_loader, build_sampler, build_splits, build_train_loader
-from fcc.distributed import DistContext, all_reduce_sum, barrier, setup
+from fcc.distributed import DistContext, all_reduce_sum, barrier, broadcast_buffers, in_turns, setup
 from fcc.errors import CheckpointError, ConfigError, FccError, OutputError, TrainingError
 from fcc.evaluate import evaluate_to_files, run_eval
 from fcc.metrics import summarize
@@ -111,6 +111,10 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+        if self.ctx.distributed and t.sync_bn and self.device.type != "cuda":
+            raise ConfigError(f"train.sync_bn: PyTorch's SyncBatchNorm runs on CUDA devices only, not on "
+                              f"{self.device.type}; set train.sync_bn=false (each process then normalises "
+                              "with the statistics of its own share of the batch)")
         self.run_dir = Path(cfg.out or "runs/default")
         if self.ctx.is_main:
             prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
@@ -119,7 +123,8 @@ class Trainer:
                 atomic_write_bytes(self.run_dir / "config.yaml", lambda f: f.write(text.encode()))
         barrier(self.ctx)
 
-        self.splits = build_splits(cfg)
+        # rank 0 first: a download or extraction happens once, and the other ranks find it done
+        self.splits = in_turns(self.ctx, lambda: build_splits(cfg))
         self.class_counts = self.splits.class_counts
         self.num_classes = self.splits.num_classes
 
@@ -129,12 +134,13 @@ class Trainer:
             # A resumed run restores every weight from its own checkpoint below; re-applying init_from
             # would be wasted at best (and would fail if the stage-1 run has been moved since).
             self._init_from(model, cfg.model.init_from)
+        if self.ctx.distributed and t.sync_bn:
+            # before freezing: the conversion replaces BN modules, which train.freeze may name
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.frozen_modules = self._freeze(model)
         model.to(self.device)
         if t.channels_last:
             model.to(memory_format=torch.channels_last)
-        if self.ctx.distributed and t.sync_bn:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model: nn.Module = model
         if self.ctx.distributed:
             self.model = nn.parallel.DistributedDataParallel(
@@ -377,7 +383,8 @@ class Trainer:
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         elapsed = 0.0
         if start_step and self.partial:
-            sums += torch.tensor(self.partial["sums"], dtype=torch.float64, device=self.device)
+            if self.ctx.is_main:  # the saved sums are totals over all ranks: count them once
+                sums += torch.tensor(self.partial["sums"], dtype=torch.float64, device=self.device)
             elapsed = float(self.partial.get("elapsed", 0.0))
         bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch}/{t.epochs}", unit="step",
                    disable=not (t.progress and self.ctx.is_main), leave=False, dynamic_ncols=True)
@@ -417,9 +424,12 @@ class Trainer:
             "train_loss": loss_sum / count if count else None,
             "train_acc": 100.0 * correct / count if count else None,
         }
+        broadcast_buffers(unwrap(self.model), self.ctx)  # evaluate and save the one model rank 0 holds
         if epoch % t.eval_every == 0 or epoch == t.epochs:
             for split, loader in self.eval_loaders.items():
-                tally = run_eval(self.model, loader, self.num_classes, self.ctx, self.amp_dtype)
+                # the bare module: DDP's forward may broadcast buffers, a collective that ranks with
+                # different numbers of eval batches would not all reach
+                tally = run_eval(unwrap(self.model), loader, self.num_classes, self.ctx, self.amp_dtype)
                 record[f"{split}_top1"] = summarize(tally, self.class_counts)["top1"]
         record["epoch_time"] = epoch_time
         record["images_per_s"] = count / epoch_time if epoch_time > 0 else None
@@ -441,12 +451,25 @@ class Trainer:
             self._raise_interrupted(epoch + 1, 0)
 
     def _step(self, images: Tensor, labels: Tensor, epoch: int, step: int) -> StepOutput:
-        """One optimiser step over ``grad_accum_steps`` micro-batches of this rank's batch."""
+        """One optimiser step over ``grad_accum_steps`` micro-batches of this rank's batch.
+
+        This rank holds positions rank::world of the global batch and micro-batch i takes positions
+        i::k of those, i.e. global positions rank + world*i :: world*k; its random streams are keyed by
+        that global micro-batch index. How a global batch is cut into groups (each normalised with its
+        own BatchNorm statistics, each mixed on its own) thus depends only on world*k: one process with
+        k = 2 computes the same step as two processes with k = 1.
+        """
         t = self.cfg.train
-        torch.manual_seed(derive_seed(self.cfg.seed, "step", epoch, step))
+        world, rank = self.ctx.world_size, self.ctx.rank
         chunks = max(1, min(t.grad_accum_steps, labels.numel()))
-        micro_images = images.chunk(chunks)
-        micro_labels = labels.chunk(chunks)
+        micro_images = [images[i::chunks] for i in range(chunks)]
+        micro_labels = [labels[i::chunks] for i in range(chunks)]
+        # Each micro-batch's mean loss is weighted by its share of the global batch, times world because
+        # DDP averages gradients over ranks: the result is the gradient of the global batch mean, also for
+        # a last partial batch (train.drop_last: false) that leaves ranks with unequal shares.
+        global_n = t.batch_size
+        if labels.numel() * world != t.batch_size:
+            global_n = min(t.batch_size, self.sampler.num_samples(epoch) - step * t.batch_size)
         total_loss = torch.zeros((), device=self.device)
         total_correct = torch.zeros((), device=self.device)
         self.step_skipped = False
@@ -456,11 +479,13 @@ class Trainer:
             sync = nullcontext()
             if self.ctx.distributed and i < len(micro_labels) - 1:
                 sync = self.model.no_sync()  # type: ignore[operator]
-            gen = self.generators.get("mix", self.device, epoch, step, i)
+            micro = rank + world * i
+            torch.manual_seed(derive_seed(self.cfg.seed, "step", epoch, step, micro))
+            gen = self.generators.get("mix", self.device, epoch, step, micro)
             with sync:
                 with autocast(self.device, self.amp_dtype):
                     out = self.objective(x, y, epoch, gen)
-                weight = y.numel() / labels.numel()
+                weight = y.numel() * world / global_n
                 loss = out.loss.float() * weight
                 if self.scaler is not None:
                     self.scaler.scale(loss).backward()
@@ -519,9 +544,10 @@ class Trainer:
             raise TrainingError(self._nonfinite_message(epoch, bad, steps))
 
     def _interrupt(self, epoch: int, step: int, sums: Tensor, elapsed: float) -> None:
-        local = sums.detach().cpu().tolist()
+        # totals over all ranks, so that the checkpoint resumes on any number of processes
+        total = all_reduce_sum(sums.detach().clone(), self.ctx).cpu().tolist()
         self.next_epoch, self.next_step = epoch, step + 1
-        self.partial = {"sums": local, "elapsed": elapsed}
+        self.partial = {"sums": total, "elapsed": elapsed}
         self.save("last")
         barrier(self.ctx)
         self._raise_interrupted(epoch, step + 1)
@@ -580,5 +606,5 @@ class Trainer:
             load_model_state(unwrap(self.model), state["model"], str(path))
             epoch = int(state["next_epoch"]) - 1
         info = {"checkpoint": str(path.relative_to(self.run_dir)), "epoch": epoch}
-        return evaluate_to_files(self.run_dir, self.cfg, self.model, self.splits, self.ctx, split=split,
+        return evaluate_to_files(self.run_dir, self.cfg, unwrap(self.model), self.splits, self.ctx, split=split,
                                  info=info, amp_dtype=self.amp_dtype, loader=self.eval_loaders.get(split))
