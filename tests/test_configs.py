@@ -63,6 +63,16 @@ def stage1(roots: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> 
     return runs
 
 
+@pytest.fixture(scope="session")
+def cam_json(stage1: dict[str, Path]) -> dict[str, Path]:
+    """Per dataset, CAM-based images generated from the stage-1 run (for the CAM stage-2 configs)."""
+    from fcc.cam import generate
+    from fcc.train import load_run_config
+
+    return {dataset: Path(generate(run, run / "cam", cfg=load_run_config(run))["json"])
+            for dataset, run in stage1.items()}
+
+
 def test_every_config_is_listed(capsys: pytest.CaptureFixture) -> None:
     assert main(["configs", "--root", str(ROOT)]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()]
@@ -77,7 +87,8 @@ def test_every_config_is_listed(capsys: pytest.CaptureFixture) -> None:
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=IDS)
-def test_config_runs_two_steps(path: Path, roots: dict[str, Path], stage1: dict[str, Path], tmp_path: Path) -> None:
+def test_config_runs_two_steps(path: Path, roots: dict[str, Path], stage1: dict[str, Path],
+                               cam_json: dict[str, Path], tmp_path: Path) -> None:
     shipped = load_config(path)  # as shipped: loads and validates
     dataset = shipped.data.dataset
     if dataset not in roots:
@@ -87,6 +98,8 @@ def test_config_runs_two_steps(path: Path, roots: dict[str, Path], stage1: dict[
         extra.append(f"model.init_from={stage1[dataset] / 'checkpoints' / 'last.pt'}")
     if shipped.distill.teacher:
         extra.append(f"distill.teacher={stage1[dataset]}")
+    if shipped.data.extra_train_json:
+        extra.append(f"data.extra_train_json={cam_json[dataset]}")
     cfg = load_config(path, [*common(tmp_path / "run"), *data_overrides(dataset, roots), *extra])
     for key in ("model.head", "loss.name", "sampler.name", "mix.name", "fcc.enabled", "eval.tau_norm"):
         section, name = key.split(".")

@@ -82,6 +82,20 @@ def cmd_data_cifar_lt(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_cam_generate(args: argparse.Namespace) -> int:
+    from fcc.cam import generate
+    from fcc.train import load_run_config
+
+    run_dir = Path(args.run)
+    cfg = load_run_config(run_dir, [f"device={args.device}"] if args.device else [])
+    done = generate(run_dir, Path(args.out), cfg=cfg, checkpoint=args.checkpoint, cap=args.cap, seed=args.seed,
+                    batch_size=args.batch_size, overwrite=args.overwrite)
+    print(f"wrote {done['images']} images and {done['json']} (new images per class: {done['new_counts']})")
+    print(f"stage 2: fcc train CONFIG data.extra_train_json={done['json']} "
+          f"model.init_from={run_dir / 'checkpoints' / 'last.pt'}")
+    return 0
+
+
 def config_root() -> Path:
     """./configs when run from a checkout, else the configs folder next to the installed sources."""
     here = Path("configs")
@@ -154,6 +168,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--imbalance", type=float, default=100.0, help="imbalance factor n_max/n_min")
     q.add_argument("--max-per-class", type=int, default=0, help="images of the largest class (default: all)")
     q.set_defaults(func=cmd_data_cifar_lt)
+
+    q = data_sub.add_parser("cam-generate", help="CAM-based sampling: write CAM-augmented images of the small "
+                            "classes from a stage-1 run, for a stage 2 with data.extra_train_json")
+    q.add_argument("run", help="the stage-1 run directory")
+    q.add_argument("--out", required=True, help="output folder (images/ and cam_train.json)")
+    q.add_argument("--checkpoint", default="last", help="last (default), best, or a checkpoint file")
+    q.add_argument("--cap", type=int, help="at most this many new images per class, none for classes of at "
+                   "least this many images (default: no cap, n_max + n_min - n_c each)")
+    q.add_argument("--seed", type=int, help="seed of the draws (default: the run's seed)")
+    q.add_argument("--batch-size", type=int, default=256)
+    q.add_argument("--device", help="device (default: the run's)")
+    q.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    q.set_defaults(func=cmd_data_cam_generate)
 
     from fcc.data.commands import add_commands
 

@@ -46,6 +46,7 @@ class DataConfig:
     imbalance_factor: float = 100.0
     subset_seed: int = 0
     val_per_class: int = 0
+    extra_train_json: str | None = None  # more training images (e.g. from `fcc data cam-generate`)
     augment: Literal["crop_flip", "rrc_flip", "none"] = "crop_flip"
     # image-file datasets ('json', 'image_folder'): see docs/datasets.md
     train_json: str | None = None

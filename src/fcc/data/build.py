@@ -15,7 +15,12 @@ from fcc.registry import DATASETS, SAMPLERS
 
 
 def build_splits(cfg: Config) -> DataSplits:
-    return DATASETS.get(cfg.data.dataset, "data.dataset")(cfg.data)
+    splits = DATASETS.get(cfg.data.dataset, "data.dataset")(cfg.data)
+    if cfg.data.extra_train_json:
+        from fcc.data.extra import add_extra_train
+
+        splits = add_extra_train(splits, cfg.data.extra_train_json)
+    return splits
 
 
 def build_sampler(cfg: Config, splits: DataSplits, ctx: DistContext) -> Sampler:

@@ -32,6 +32,10 @@ class LinearHead(nn.Module):
     def forward(self, features: Tensor) -> Tensor:
         return self.fc(features)
 
+    def class_weights(self) -> Tensor:
+        """(C, D): logit_c = class_weights[c] . f + bias_c (what a class activation map projects on)."""
+        return self.fc.weight.detach()
+
     def tau_normalized(self, tau: float) -> LinearHead:
         """A copy whose class weights are W_c / ||W_c||^tau (bias kept): Kang et al.'s tau-normalisation.
 
@@ -79,6 +83,10 @@ class CosineHead(nn.Module):
         logits = F.linear(F.normalize(features, dim=1), F.normalize(self.weight, dim=1))
         return logits * self.scale if self.scale != 1.0 else logits
 
+    def class_weights(self) -> Tensor:
+        """(C, D) unit class directions: logit_c is proportional to class_weights[c] . f for each sample."""
+        return F.normalize(self.weight.detach(), dim=1) * self.scale
+
 
 @HEADS.register("lws")
 class LWSHead(nn.Module):
@@ -102,6 +110,10 @@ class LWSHead(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         return self.fc(features) * self.scales
+
+    def class_weights(self) -> Tensor:
+        """(C, D): s_c w_c, so that logit_c = class_weights[c] . f + s_c b_c."""
+        return (self.fc.weight * self.scales[:, None]).detach()
 
 
 def tau_normalize(head: nn.Module, tau: float) -> nn.Module:
