@@ -374,18 +374,27 @@ def test_image_folder_dataset(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("loader", ["workers", "device"])
-def test_tiny_training_run_on_a_json_dataset(tmp_path: Path, loader: str) -> None:
+def test_tiny_training_run_on_a_json_dataset(tmp_path: Path, loader: str, capsys: pytest.CaptureFixture[str]) -> None:
     train_json, test_json = write_json_dataset(tmp_path / "data", [12, 8, 4], test_per_class=3)
+    (tmp_path / "data" / "train" / "class_00" / "0003.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     out = tmp_path / "run"
     args = ["train", "data.dataset=json", f"data.train_json={train_json}", f"data.test_json={test_json}",
             "data.image_size=32", f"data.loader={loader}", "data.workers=1", "data.color_jitter=0.4",
+            "data.check_images=exists", "data.skip_bad_images=true",
             "model.backbone=resnet_cifar", "model.backbone_params={depth: 8, width: 4}", "train.epochs=2",
             "train.milestones=[]", "train.warmup_epochs=0", "train.batch_size=8", "device=cpu",
             f"out={out}", "train.progress=false"]
     if loader == "workers":
         args.append("data.augment=rrc_flip")
     assert main(args) == 0
+    assert "0003.png" in capsys.readouterr().err  # the left-out file is named
     result = json.loads((out / "eval.json").read_text())
-    assert result["train_counts"] == [12, 8, 4]
     assert result["num_samples"] == 9 and result["epoch"] == 2 and len(result["per_class"]) == 3
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 2
+    if loader == "workers":  # the broken file is left out of its batch each epoch, counted in the metrics
+        assert result["train_counts"] == [12, 8, 4]
+        assert [m["skipped_images"] for m in metrics] == [1, 1]
+    else:  # decoded once: left out of the training split before training starts
+        assert result["train_counts"] == [11, 8, 4]
+        assert all("skipped_images" not in m for m in metrics)

@@ -167,14 +167,15 @@ class ColorJitter:
     def __call__(self, images: Tensor, params: JitterParams) -> Tensor:
         x = images.float()
         b = x.shape[0]
-        grey_w = torch.tensor(self.GREY, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        grey_w = torch.tensor(self.GREY, device=x.device, dtype=x.dtype)
         for position in range(3):
             op = params.order[:, position].view(b, 1, 1, 1)
             f = params.factors.gather(1, params.order[:, position:position + 1]).view(b, 1, 1, 1).to(x.dtype)
-            grey = (x * grey_w).sum(dim=1, keepdim=True)
+            grey = torch.einsum("bchw,c->bhw", x, grey_w).unsqueeze(1)
             mean = grey.mean(dim=(2, 3), keepdim=True)
-            degenerate = torch.where(op == 0, torch.zeros_like(grey), torch.where(op == 1, mean, grey))
-            x = (f * x + (1 - f) * degenerate).clamp_(0, 255)
+            # (1 - f) * degenerate, where degenerate is 0, the mean grey level or the grey image
+            rest = grey * ((op == 2) * (1 - f)) + mean * ((op == 1) * (1 - f))
+            x = torch.addcmul(rest, x, f).clamp_(0, 255)
         return x
 
 
