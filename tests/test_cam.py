@@ -260,3 +260,32 @@ def test_extra_train_json_errors(cifar10_root: Path, cifar100_root: Path, tmp_pa
         {"image_id": 0, "fpath": "img/missing.png", "category_id": 3}]}))
     with pytest.raises(DataError, match="do not exist"):
         build_splits(load_config(STAGE1, [*base, f"data.extra_train_json={folder / 'z.json'}"]))
+
+
+@pytest.mark.parametrize("loader", ["workers", "device"])
+def test_image_file_dataset(loader: str, tmp_path: Path) -> None:
+    """CAM images of a JSON image dataset: generated at data.image_size, added as files (worker loader)
+    or decoded into memory (device loader), and trained on."""
+    from image_fixtures import write_json_dataset
+
+    train_json, test_json = write_json_dataset(tmp_path / "data", [8, 4, 2], size=(40, 36))
+    data = ["data.dataset=json", f"data.train_json={train_json}", f"data.test_json={test_json}",
+            "data.image_size=32", f"data.loader={loader}", "data.workers=0", "train.batch_size=4"]
+    stage1 = tmp_path / "stage1"
+    Trainer(load_config(STAGE1, tiny_run_overrides(tmp_path, stage1, *data))).save("last")
+    from fcc.cam import generate
+    from fcc.train import load_run_config
+
+    done = generate(stage1, tmp_path / "cam", cfg=load_run_config(stage1), cap=5)
+    assert done["new_counts"] == [0, 5, 5]  # capped: none for the class of >= 5 images
+    ann = read_annotations(done["json"])
+    assert ann.class_counts.tolist() == [0, 5, 5] and set(ann.heights.tolist()) == {32}
+    cfg = load_config(STAGE2, tiny_run_overrides(tmp_path, tmp_path / "stage2", *data,
+                                                 f"model.init_from={stage1}/checkpoints/last.pt",
+                                                 f"data.extra_train_json={done['json']}", "train.epochs=1",
+                                                 "train.milestones=[]"))
+    trainer = Trainer(cfg)
+    assert trainer.class_counts == [8, 9, 7]
+    assert type(trainer.splits.train).__name__ == ("ImageFiles" if loader == "workers" else "ArrayDataset")
+    trainer.fit()
+    assert (tmp_path / "stage2" / "eval.json").exists()
