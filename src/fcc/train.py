@@ -491,7 +491,8 @@ class Trainer:
                     self.scaler.scale(loss).backward()
                 else:
                     loss.backward()
-            total_loss = total_loss + loss.detach()
+            # this rank's mean loss, for the logged train loss (the weight above is for the gradient)
+            total_loss = total_loss + out.loss.detach().float() * (y.numel() / labels.numel())
             total_correct = total_correct + out.correct.detach().float()
         if saved is not None and self._any_rank_nonfinite(total_loss):
             # Opt-in skipping costs one host sync per step; the default path never syncs here.
