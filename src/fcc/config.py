@@ -418,6 +418,7 @@ def validate(cfg: Config) -> None:
         "device", "auto, cpu, cuda or cuda:N", cfg.device,
     )
     _require(d.imbalance_factor >= 1, "data.imbalance_factor", "a number >= 1", d.imbalance_factor)
+    _require(0 <= d.subset_seed < 2**32, "data.subset_seed", "an integer in [0, 2**32)", d.subset_seed)
     _require(d.val_per_class >= 0, "data.val_per_class", "a non-negative integer", d.val_per_class)
     _validate_image_data(d)
     _require(t.epochs >= 1, "train.epochs", "an integer >= 1", t.epochs)
