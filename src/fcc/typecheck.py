@@ -65,6 +65,8 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
     if origin is Literal:
         if value in args and type(value) in {type(a) for a in args}:
             return value
+        if isinstance(value, bool) and ("on" if value else "off") in args:
+            return "on" if value else "off"  # YAML 1.1 reads an unquoted off/on as a boolean
         hint = suggest(str(value), [str(a) for a in args]) if isinstance(value, str) else ""
         raise ConfigError(f"{key}: expected {describe(annotation)}, got {value!r}{hint}")
     if annotation is bool:
