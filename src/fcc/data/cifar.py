@@ -21,7 +21,7 @@ import torch
 
 from fcc.config import DataConfig
 from fcc.data.datasets import ArrayDataset, DataSplits
-from fcc.data.download import download, md5sum, safe_extract
+from fcc.data.download import download, extract_folder, md5sum
 from fcc.errors import DataError
 from fcc.registry import DATASETS
 
@@ -218,10 +218,7 @@ def locate(spec: CifarSpec, root: Path, allow_download: bool) -> Path:
         raise DataError(f"{archive}: MD5 {md5sum(archive)} differs from the official "
                         f"{spec.archive_md5}; delete it to download again, or replace it with "
                         f"the file from {spec.url}")
-    safe_extract(archive, root)
-    if not folder.is_dir():
-        raise DataError(f"{archive}: extracted, but it holds no {spec.folder}/ folder")
-    return folder
+    return extract_folder(archive, root, spec.folder)
 
 
 def _missing_message(spec: CifarSpec, root: Path, reason: str) -> str:

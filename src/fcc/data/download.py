@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tarfile
 import urllib.error
 import urllib.request
@@ -90,3 +91,42 @@ def safe_extract(archive: Path, dest: Path) -> None:
                 tar.extractall(dest, members=members)
     except (tarfile.TarError, EOFError, OSError) as err:
         raise DataError(f"{archive}: cannot extract: {err}") from None
+
+
+def extract_folder(archive: Path, root: Path, folder: str) -> Path:
+    """Extract ``archive``, whose top level is ``folder``, into ``root`` as one step; returns root/folder.
+
+    The members go to a staging folder beside the target (checked by ``safe_extract``) and ``folder`` is
+    renamed into place only once complete, so a kill or a full disk during extraction never leaves a
+    half-extracted folder that a later run would take for the dataset. Staging folders left by killed
+    processes are removed.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(f".{folder}.extract-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = root / f".{folder}.extract-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        safe_extract(archive, staging)
+        if not (staging / folder).is_dir():
+            raise DataError(f"{archive}: extracted, but it holds no {folder}/ folder")
+        try:
+            os.replace(staging / folder, root / folder)
+        except OSError as err:
+            if not (root / folder).is_dir():  # unless another process finished the same extraction first
+                raise DataError(f"{archive}: cannot move the extracted {folder}/ into {root}: {err}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return root / folder
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
