@@ -443,7 +443,6 @@ MIX_RUNS = [
     ("mixup", "{alpha: 1.0}"),
     ("manifold_mixup", "{location: stage2}"),
     ("manifold_mixup", "{location: pool}"),
-    ("manifold_mixup", "{location: logits}"),
     ("remix", "{kappa: 3.0, tau: 0.5}"),
     ("cutmix", "{alpha: 1.0}"),
     ("bilateral", "{alpha: 1.0}"),
