@@ -74,10 +74,14 @@ def safe_extract(archive: Path, dest: Path) -> None:
     try:
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
+            links = {PurePosixPath(m.name) for m in members if m.issym() or m.islnk()}
             for m in members:
                 name = PurePosixPath(m.name)
                 if name.is_absolute() or ".." in name.parts or not _is_within(dest, dest / m.name):
                     raise DataError(f"{archive}: member {m.name!r} would be written outside {dest}; refusing")
+                through = next((p for p in name.parents if p in links), None)
+                if through is not None:  # a chain of links can leave dest where each link alone does not
+                    raise DataError(f"{archive}: member {m.name!r} lies under the link {str(through)!r}; refusing")
                 if m.issym() or m.islnk():
                     link = (dest / m.name).parent / m.linkname if m.issym() else dest / m.linkname
                     if PurePosixPath(m.linkname).is_absolute() or not _is_within(dest, link):
