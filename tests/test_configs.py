@@ -29,6 +29,13 @@ CIFAR_OVERRIDES = {"cifar10": ["data.imbalance_factor=10"], "cifar100": ["data.i
 
 
 def data_overrides(dataset: str, roots: dict[str, Path]) -> list[str]:
+    """Point a config's data at the fixture of its dataset kind (CIFAR folders, or a tiny JSON image set
+    standing in for ImageNet-LT / iNaturalist: 5 classes of 40x36 PNGs decoded at 32 px)."""
+    if dataset == "json":
+        root = roots["json"]
+        return [f"data.train_json={root / 'train.json'}", f"data.test_json={root / 'test.json'}",
+                f"data.val_json={root / 'test.json'}", "data.image_root=null", "data.image_size=32",
+                "data.workers=0", "data.check_images=exists"]
     return [f"data.root={roots[dataset]}", "data.download=false", *CIFAR_OVERRIDES[dataset]]
 
 
@@ -47,17 +54,22 @@ def one_thread() -> Any:
 
 
 @pytest.fixture(scope="session")
-def roots(cifar10_root: Path, cifar100_root: Path) -> dict[str, Path]:
-    return {"cifar10": cifar10_root, "cifar100": cifar100_root}
+def roots(cifar10_root: Path, cifar100_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from image_fixtures import write_json_dataset
+
+    images = tmp_path_factory.mktemp("json_images")
+    write_json_dataset(images, [12, 8, 5, 3, 2], size=(40, 36))
+    return {"cifar10": cifar10_root, "cifar100": cifar100_root, "json": images}
 
 
 @pytest.fixture(scope="session")
 def stage1(roots: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Per dataset, an untrained tiny CE run directory (config.yaml + checkpoints/last.pt)."""
     runs = {}
-    for dataset, ref in (("cifar10", "cifar10_lt"), ("cifar100", "cifar100_lt")):
+    for dataset, ref in (("cifar10", "cifar10_lt"), ("cifar100", "cifar100_lt"), ("json", "cifar10_lt")):
         out = tmp_path_factory.mktemp(f"stage1_{dataset}") / "run"
-        cfg = load_config(ROOT / ref / "ce_if100.yaml", [*common(out), *data_overrides(dataset, roots)])
+        cfg = load_config(ROOT / ref / "ce_if100.yaml", [*common(out), f"data.dataset={dataset}",
+                                                          *data_overrides(dataset, roots)])
         Trainer(cfg).save("last")
         runs[dataset] = out
     return runs
