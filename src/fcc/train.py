@@ -195,7 +195,8 @@ class Trainer:
         try:
             path = resolve_checkpoint(source)
         except CheckpointError as err:
-            raise CheckpointError(f"model.init_from: {err}") from None
+            raise CheckpointError(f"model.init_from: {err} (train the first stage first, or point "
+                                  "model.init_from at its checkpoint)") from None
         state = load_checkpoint(path)
         own = model.state_dict()
         for prefix in self.cfg.model.init_exclude:

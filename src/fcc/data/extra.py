@@ -52,7 +52,11 @@ def add_extra_train(splits: DataSplits, json_path: str | Path) -> DataSplits:
 
     json_path = Path(json_path).expanduser()
     where = f"data.extra_train_json {json_path}"
-    ann = read_annotations(json_path)
+    try:
+        ann = read_annotations(json_path)
+    except DataError as err:
+        hint = " (for CAM-based sampling, run `fcc data cam-generate` first)" if not json_path.exists() else ""
+        raise DataError(f"data.extra_train_json: {err}{hint}") from None
     if ann.num_classes != splits.num_classes:
         raise DataError(f"{where}: num_classes is {ann.num_classes}, the dataset ({splits.name}) has "
                         f"{splits.num_classes}")
