@@ -222,6 +222,8 @@ def generate(run_dir: Path, out: Path, *, cfg: Any, checkpoint: str = "last", ca
     from fcc.evaluate import load_run_model
 
     json_path = out / "cam_train.json"
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file, not a folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise OutputError(f"{out} is not empty; choose another --out or pass --overwrite")
     if batch_size < 1:
@@ -232,6 +234,8 @@ def generate(run_dir: Path, out: Path, *, cfg: Any, checkpoint: str = "last", ca
     seed = cfg.seed if seed is None else seed
     generator = torch.Generator().manual_seed(derive_seed(seed, "cam"))
     counts = new_image_counts(splits.class_counts, cap)
+    if not any(counts):
+        raise ConfigError(f"--cap {cap}: every class has at least {cap} images, so no image would be generated")
     sources, classes = draw_sources(splits.train.labels, counts, generator)
     params = torch.rand(sources.numel(), 5, generator=generator, dtype=torch.float64)
     normalize = Normalize(splits.mean, splits.std).to(device)
