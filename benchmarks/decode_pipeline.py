@@ -6,7 +6,7 @@ normalised there; the device is the CPU unless --device says otherwise):
   which runs on the batch on the device: on a CPU it competes with the workers for the cores);
 - eval: shorter side to int(size/0.875), centre crop.
 Each (pipeline, workers) is timed over ``--epochs`` epochs after one warm-up epoch (which starts the
-persistent workers), so the figure is the steady-state rate.
+workers, kept persistent), so the figure is the steady-state rate.
 
     python benchmarks/decode_pipeline.py [--data JSON_OR_CLASS_FOLDER] [--workers 1 2] [--size 224]
     python benchmarks/decode_pipeline.py --cifar10-jpeg ../shared/data/cifar10-jpeg.tar.gz
@@ -86,13 +86,24 @@ def rate_train(files: ImageFiles, workers: int, size: int, batch: int, epochs: i
 
 def rate_eval(files: ImageFiles, workers: int, size: int, batch: int, epochs: int, device: torch.device) -> float:
     loader = WorkerEvalLoader(files, batch, device, transform=CenterResizeCrop(size),
-                              normalize=Normalize(IMAGENET_MEAN, IMAGENET_STD), workers=workers)
+                              normalize=Normalize(IMAGENET_MEAN, IMAGENET_STD), workers=workers, persistent=True)
+    for _ in loader:  # warm-up: starts the workers
+        pass
     n = 0
     start = time.perf_counter()
     for _ in range(epochs):
         for x, _ in loader:
             n += x.shape[0]
     return n / (time.perf_counter() - start)
+
+
+def cpu_rate(files: ImageFiles, transform: RandomResizedCropFlip | CenterResizeCrop) -> float:
+    """Images per CPU-second of one transform in this process: what one worker does on a free core
+    (process time, so other load on a shared machine hardly changes it)."""
+    start = time.process_time()
+    for i in range(len(files)):
+        transform(files.path(i), i)
+    return len(files) / (time.process_time() - start)
 
 
 def cifar10_jpeg(archive: Path, workers: int) -> None:
@@ -152,6 +163,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         files = load_files(args.data) if args.data else write_jpegs(Path(tmp), args.count)
         print(f"{len(files)} images from {files.source}, output {args.size}x{args.size}, batch {args.batch_size}")
+        print(f"per CPU-second in one process: rrc_flip {cpu_rate(files, RandomResizedCropFlip(args.size)):.0f}, "
+              f"eval {cpu_rate(files, CenterResizeCrop(args.size)):.0f} images")
         print("| pipeline | workers | images/s |")
         print("|---|---:|---:|")
         for workers in args.workers:

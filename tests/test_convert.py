@@ -228,7 +228,8 @@ def test_lists_with_sizes(tmp_path: Path) -> None:
     (lists / "LT_test.txt").write_text("val/missing.JPEG 1\n")
     with pytest.raises(DataError, match=r"1 of 1 image files do not exist"):
         convert_lists([lists / "LT_test.txt"], root, tmp_path / "json")
-    convert_lists([lists / "LT_test.txt"], root, tmp_path / "json", sizes=False, relative=True)
+    assert main(["data", "imagenet-lt", str(lists / "LT_test.txt"), "--image-root", str(root), "--out",
+                 str(tmp_path / "json"), "--no-sizes", "--relative", "--num-classes", "2"]) == 0
     test = read_annotations(tmp_path / "json" / "LT_test.json")
     assert test.fpaths == ["val/missing.JPEG"] and not test.sizes_known
 
@@ -279,9 +280,8 @@ def test_inat18(tmp_path: Path) -> None:
     images = [(7, "train_val2018/Plantae/1/a.jpg", 1), (3, "train_val2018/Aves/0/b.jpg", 0),
               (9, "train_val2018/Plantae/1/c.jpg", 1), (4, "train_val2018/Insecta/2/d.jpg", 2)]
     src = inat_file(tmp_path / "val2018.json", images, [2, 0, 1])
-    w = convert_inat(src, Path("/data/inat"), tmp_path)  # a folder: named after the input
-    assert w.path == tmp_path / "iNat18_val2018.json"
-    ann = read_annotations(w.path)
+    assert main(["data", "inat18", str(src), "--image-root", "/data/inat", "--out", str(tmp_path)]) == 0
+    ann = read_annotations(tmp_path / "iNat18_val2018.json")  # --out a folder: named after the input
     assert ann.image_ids == [7, 3, 9, 4]
     assert ann.labels.tolist() == [1, 0, 1, 2]  # matched by image_id, not by list order
     assert ann.widths.tolist() == [47, 43, 49, 44] and ann.heights.tolist() == [30] * 4

@@ -372,8 +372,7 @@ def test_image_folder_dataset(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------- end to end
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("loader", ["workers", "device"])
+@pytest.mark.parametrize("loader", [pytest.param("workers", marks=pytest.mark.slow), "device"])
 def test_tiny_training_run_on_a_json_dataset(tmp_path: Path, loader: str, capsys: pytest.CaptureFixture[str]) -> None:
     train_json, test_json = write_json_dataset(tmp_path / "data", [12, 8, 4], test_per_class=3)
     (tmp_path / "data" / "train" / "class_00" / "0003.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")

@@ -235,11 +235,15 @@ class WorkerLoader:
 
 
 class WorkerEvalLoader:
-    """Un-augmented batches of this rank's share (r::world_size) of an image split, decoded by workers."""
+    """Un-augmented batches of this rank's share (r::world_size) of an image split, decoded by workers.
+
+    Workers start for each pass unless ``persistent`` (evaluation is occasional; idle processes for every
+    split of every rank would add up).
+    """
 
     def __init__(self, files: ImageFiles, batch_size: int, device: torch.device, *, transform: Transform,
                  normalize: Normalize, rank: int = 0, world_size: int = 1, workers: int = 2, prefetch: int = 2,
-                 channels_last: bool = False, skip_bad: bool = False) -> None:
+                 channels_last: bool = False, skip_bad: bool = False, persistent: bool = False) -> None:
         self.device = torch.device(device)
         self.normalize = normalize.to(self.device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -247,7 +251,7 @@ class WorkerEvalLoader:
         self.source = files.source
         self.plan = _Sequential(range(rank, len(files), world_size), batch_size)
         self.loader = _data_loader(files, transform, self.plan, workers=workers, prefetch=prefetch,
-                                   pin=self.device.type == "cuda", persistent=False)
+                                   pin=self.device.type == "cuda", persistent=persistent)
 
     def __len__(self) -> int:
         return len(self.plan)
