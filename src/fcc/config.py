@@ -269,14 +269,18 @@ def _parse_yaml(text: str, what: str) -> Any:
 def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a config file with its ``base`` chain resolved into one nested mapping."""
     path = Path(path)
-    if path.resolve() in _seen:
-        chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
+    try:
+        resolved = path.resolve()
+    except (OSError, ValueError, RuntimeError) as err:  # a NUL byte in the name, a symlink loop
+        raise ConfigError(f"{path}: not a usable config file name ({err})") from None
+    if resolved in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, resolved))
         raise ConfigError(f"{path}: circular 'base' chain: {chain}")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError includes UnicodeDecodeError
         raise ConfigError(f"{path}: cannot read config file: {err}") from None
     data = _parse_yaml(text, f"{path}: not valid YAML")
     if data is None:
@@ -290,7 +294,7 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{path}: 'base' must be a file name or a list of file names")
     merged: dict[str, Any] = {}
     for base in bases:
-        merged = _merge(merged, read_yaml(path.parent / base, (*_seen, path.resolve())))
+        merged = _merge(merged, read_yaml(path.parent / base, (*_seen, resolved)))
     return _merge(merged, data)
 
 
@@ -347,7 +351,8 @@ def _schedule_length(raw: Mapping[str, Any]) -> Any:
 
 
 def _rescale_first_epoch(epoch: int, old: int, new: int) -> int:
-    return min(max(1, 1 + int((epoch - 1) * new / old + 0.5)), new)
+    """1 + round((epoch - 1) * new / old), halves up, in integer arithmetic (no float overflow)."""
+    return min(max(1, 1 + (2 * (epoch - 1) * new + old) // (2 * old)), new)
 
 
 def rescale_schedule(cfg: Config, keep: set[str] = frozenset()) -> dict[str, tuple[Any, Any]]:
@@ -365,23 +370,32 @@ def rescale_schedule(cfg: Config, keep: set[str] = frozenset()) -> dict[str, tup
     if old < 1:
         raise ConfigError(f"train.schedule_epochs: expected an integer >= 1, got {old}")
 
-    def update(key: str, value: Any, scaled: Any) -> Any:
-        if key in keep or value == scaled:
+    def update(key: str, value: Any, low: int, scale: Any) -> Any:
+        if key in keep:
             return value
-        changed[key] = (value, scaled)
+        # Checked against the schedule the value was written for, before rescaling: clamping would
+        # otherwise turn a start epoch past the end (or a 0) into a valid one silently.
+        if not all(low <= v <= old for v in (value if isinstance(value, list) else [value])):
+            raise ConfigError(f"{key}: expected {'epochs' if isinstance(value, list) else 'an epoch'} in "
+                              f"[{low}, {old}] of the {old}-epoch schedule it is written for "
+                              f"(train.schedule_epochs), got {value!r}")
+        scaled = [scale(v) for v in value] if isinstance(value, list) else scale(value)
+        if value != scaled:
+            changed[key] = (value, scaled)
         return scaled
 
-    t.milestones = update("train.milestones", t.milestones,
-                          [_rescale_first_epoch(m, old, new) for m in t.milestones])
-    t.warmup_epochs = update("train.warmup_epochs", t.warmup_epochs, int(t.warmup_epochs * new / old + 0.5))
-    cfg.fcc.start_epoch = update("fcc.start_epoch", cfg.fcc.start_epoch,
-                                 _rescale_first_epoch(cfg.fcc.start_epoch, old, new))
+    def first_epoch(e: int) -> int:
+        return _rescale_first_epoch(e, old, new)
+
+    t.milestones = update("train.milestones", t.milestones, 1, first_epoch)
+    t.warmup_epochs = update("train.warmup_epochs", t.warmup_epochs, 0,
+                             lambda w: (2 * w * new + old) // (2 * old))  # round(w * new / old), halves up
+    cfg.fcc.start_epoch = update("fcc.start_epoch", cfg.fcc.start_epoch, 1, first_epoch)
     for section in ("loss", "sampler", "mix"):
         part: PartConfig = getattr(cfg, section)
         for name, value in list(part.params.items()):
             if name.endswith("start_epoch") and isinstance(value, int) and not isinstance(value, bool):
-                part.params[name] = update(f"{section}.params.{name}", value,
-                                           _rescale_first_epoch(value, old, new))
+                part.params[name] = update(f"{section}.params.{name}", value, 1, first_epoch)
     t.schedule_epochs = new
     return changed
 
