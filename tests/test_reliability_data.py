@@ -1,12 +1,15 @@
 """Bad data is a DataError naming the file and what is wrong, raised before any training step.
 
 CIFAR batch files cut short, overwritten or holding the wrong things; archives with a wrong checksum,
-cut short or interrupted while being extracted; labels out of range; classes left without images.
+cut short or interrupted while being extracted; labels out of range; classes left without images; JSON
+annotations with wrong fields; truncated or junk image files (an error, or with data.skip_bad_images a
+counted skip); annotation paths that look like shell commands.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pickle
 import shutil
@@ -18,11 +21,13 @@ import pytest
 
 from cifar_fixtures import make_archive, write_cifar10
 from fcc import cli
-from fcc.config import DataConfig
+from fcc.config import DataConfig, load_config
 from fcc.data import cifar
+from fcc.data.build import build_splits
 from fcc.data.cifar import DataWarning, build_cifar
 from fcc.data.download import download, extract_folder, md5sum
 from fcc.errors import DataError
+from image_fixtures import write_json_dataset
 from test_reliability_support import run_overrides
 
 SMALL = {"per_class_train": 10, "per_class_test": 2}
@@ -210,3 +215,83 @@ def test_modified_extracted_folder_loads_with_a_warning_naming_the_files(tmp_pat
     text = str(caught[0].message)
     assert text.startswith(f"{folder}: data_batch_1, data_batch_2, data_batch_3, data_batch_4, data_batch_5, "
                            "test_batch, batches.meta differ from the official CIFAR-10 checksums; loading them anyway")
+
+
+# ------------------------------------------------------------------------ JSON annotations and images
+
+
+def json_run(train_json: Path, test_json: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "data.dataset=json", f"data.train_json={train_json}", f"data.test_json={test_json}",
+            "data.image_size=32", "data.workers=0", "model.backbone=resnet_cifar",
+            "model.backbone_params={depth: 8, width: 4}", "train.epochs=1", "train.milestones=[]",
+            "train.warmup_epochs=0", "train.batch_size=4", "device=cpu", f"out={out}", "train.progress=false",
+            *extra]
+
+
+def test_bad_annotation_fields_stop_the_cli_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    train_json, test_json = write_json_dataset(tmp_path / "data", [3, 2], test_per_class=1)
+    raw = json.loads(train_json.read_text())
+    raw["annotations"][1]["category_id"] = 2  # num_classes is 2
+    del raw["annotations"][3]["fpath"]
+    raw["annotations"][4]["image_id"] = raw["annotations"][0]["image_id"]
+    train_json.write_text(json.dumps(raw))
+    out = tmp_path / "run"
+    assert cli.main(json_run(train_json, test_json, out)) == 2
+    err = capsys.readouterr().err
+    assert f"error: {train_json}: 3 problems in the annotations:" in err
+    assert "annotations[1].category_id: expected an integer in [0, 1] (num_classes is 2), got 2" in err
+    assert "annotations[3]: missing key 'fpath'" in err
+    assert "annotations[4].image_id: 0 is also the image_id of annotations[0]" in err
+    assert "Traceback" not in err and not (out / "metrics.jsonl").exists()
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg"])
+def test_truncated_images_are_named_before_training_or_skipped_and_counted(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str) -> None:
+    train_json, test_json = write_json_dataset(tmp_path / "data", [4, 3], test_per_class=1, size=(64, 64), fmt=fmt)
+    cut = tmp_path / "data" / "train" / "class_00" / f"0002.{fmt}"
+    junk = tmp_path / "data" / "train" / "class_01" / f"0000.{fmt}"
+    truncate(cut)
+    junk.write_bytes(os.urandom(300))
+    out = tmp_path / "run"
+    assert cli.main(json_run(train_json, test_json, out, "data.check_images=decode")) == 2
+    err = capsys.readouterr().err
+    assert f"error: {train_json}: 2 of 7 image files cannot be read; the first:" in err
+    assert f"{cut}: not a readable image" in err and f"{junk}: not a readable image" in err
+    assert not (out / "metrics.jsonl").exists()
+    # opted in: both are left out, counted and named, and the run trains on the 5 others
+    assert cli.main(json_run(train_json, test_json, out, "data.check_images=decode",
+                             "data.skip_bad_images=true")) == 0
+    err = capsys.readouterr().err
+    assert f"{train_json}: leaving out 2 unreadable image files (data.skip_bad_images)" in err
+    assert json.loads((out / "eval.json").read_text())["train_counts"] == [3, 2]
+
+
+def test_annotation_paths_are_taken_literally(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """fpaths reach open() as they are: no shell runs them, no ~ or $VAR is expanded, no glob matches."""
+    train_json, test_json = write_json_dataset(tmp_path / "data", [2, 2], test_per_class=1)
+    root = tmp_path / "data"
+    marker = tmp_path / "pwned"
+    odd = [f"$(touch {marker}).png", f"`touch {marker}`.png", "~root/x.png", "${HOME}/y.png", "a b; rm -rf z.png",
+           "*.png", "%HOME%.png"]
+    raw = json.loads(train_json.read_text())
+    for entry, name in zip(raw["annotations"], odd):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / entry["fpath"], root / name)  # the literal file name exists
+        entry["fpath"] = name
+    train_json.write_text(json.dumps(raw))
+    cfg = load_config(None, json_run(train_json, test_json, tmp_path / "run", "data.loader=workers")[1:])
+    splits = build_splits(cfg)
+    assert [splits.train.path(i) for i in range(4)] == [os.path.join(root, name) for name in odd[:4]]
+    assert not marker.exists()
+    # a missing file is reported under its literal name, not an expanded one
+    raw["annotations"][0]["fpath"] = "~nobody/missing.png"
+    train_json.write_text(json.dumps(raw))
+    with pytest.raises(DataError, match=rf"1 of 4 image files do not exist .*\n  {root}/~nobody/missing.png"):
+        build_splits(cfg)
+    assert not marker.exists()
