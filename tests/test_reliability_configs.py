@@ -183,8 +183,31 @@ def test_init_from_missing_or_garbage_files(cifar10_root: Path, tmp_path: Path) 
 
 
 def test_resume_of_a_directory_that_is_no_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Also what a kill during start-up leaves: a run directory without its config."""
+    (tmp_path / "checkpoints").mkdir()
     assert cli.main(["train", "--resume", str(tmp_path)]) == 2
-    assert f"{tmp_path} is not a run directory: {tmp_path / 'config.yaml'} is missing" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path} is not a run directory: {tmp_path / 'config.yaml'} is missing" in err
+    assert "start it again from its config file" in err and "Traceback" not in err
+
+
+def test_a_start_epoch_past_the_end_of_the_written_schedule_is_not_clamped_away(tmp_path: Path) -> None:
+    """A shortened run rescales epoch keys; a value already outside the schedule it was written for must
+    still be an error, not be clamped into range."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  epochs: 200\n  schedule_epochs: 200\n  milestones: [160, 180]\n"
+                   "fcc:\n  enabled: true\n  start_epoch: 250\n")
+    with pytest.raises(ConfigError, match=r"fcc.start_epoch: expected an epoch in \[1, 200\] of the 200-epoch "
+                                          r"schedule it is written for \(train.schedule_epochs\), got 250"):
+        load_config(cfg, ["train.epochs=10"])
+    cfg.write_text("train:\n  epochs: 200\n  schedule_epochs: 200\n  milestones: [160, 180]\n"
+                   "loss:\n  name: ldam\n  params: {drw_start_epoch: 0}\n")
+    with pytest.raises(ConfigError, match=r"loss.params.drw_start_epoch: expected an epoch in \[1, 200\]"):
+        load_config(cfg, ["train.epochs=10"])
+    cfg.write_text("train:\n  epochs: 200\n  schedule_epochs: 200\n  milestones: [160, 180]\n"
+                   "fcc:\n  enabled: true\n  start_epoch: 101\n")
+    loaded = load_config(cfg, ["train.epochs=10"])  # in range: rescaled as documented
+    assert (loaded.fcc.start_epoch, loaded.train.milestones) == (6, [9, 10])  # 1 + round(100 * 10 / 200), ...
 
 
 def test_every_fcc_error_from_the_console_script_is_one_line_without_traceback(tmp_path: Path) -> None:

@@ -137,12 +137,3 @@ def test_sigkill_before_the_first_checkpoint_resumes_from_epoch_1(
     assert resumed.returncode == 0, resumed.stderr
     assert "no checkpoint yet" in resumed.stderr
     assert_same_run(out, reference)
-
-
-def test_resume_of_a_run_that_never_wrote_its_config_says_what_to_do(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    (out / "checkpoints").mkdir(parents=True)  # what a kill during start-up can leave
-    done = run(["train", "--resume", str(out)], tmp_path / "log")
-    assert done.returncode == 2
-    assert "Traceback" not in done.stderr
-    assert f"{out / 'config.yaml'} is missing" in done.stderr and "start it again" in done.stderr
