@@ -99,6 +99,27 @@ def test_chmod_read_only_run_directory(cifar10_root: Path, tmp_path: Path) -> No
         out.chmod(0o700)
 
 
+def test_too_little_free_space_is_reported_before_training(
+        cifar10_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from collections import namedtuple
+
+    import fcc.train
+
+    state = Trainer(load_config(None, run_overrides(cifar10_root, tmp_path / "a"))).model.state_dict()
+    stats = ("running_mean", "running_var", "num_batches_tracked")
+    # a checkpoint of the tiny model: weights and their SGD momentum, plus the BN statistics
+    size = sum(v.numel() * v.element_size() * (1 if k.endswith(stats) else 2) for k, v in state.items())
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(fcc.train.shutil, "disk_usage", lambda p: usage(10**9, 0, 2 * size - 1))
+    out = tmp_path / "b"
+    with pytest.raises(OutputError, match=rf"^{out}: only .* MiB free, but a checkpoint takes about "
+                                          rf"{size / 2**20:.1f} MiB and is written next to the previous one"):
+        Trainer(load_config(None, run_overrides(cifar10_root, out)))
+    assert not (out / "metrics.jsonl").exists()
+    monkeypatch.setattr(fcc.train.shutil, "disk_usage", lambda p: usage(10**9, 0, 2 * size))
+    Trainer(load_config(None, run_overrides(cifar10_root, tmp_path / "c")))  # exactly enough
+
+
 @pytest.mark.parametrize("room", [0, 100, 5000])
 def test_checkpoint_write_failing_midway_keeps_the_previous_checkpoint(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, room: int) -> None:

@@ -169,6 +169,8 @@ class Trainer:
         self.amp_dtype = autocast_dtype(t.amp, self.device)
         self.scaler = grad_scaler(self.device, self.amp_dtype)
         self.generators = StreamGenerators(cfg.seed)
+        if self.ctx.is_main:
+            self._check_free_space()
 
         self.next_epoch, self.next_step = 1, 0
         self.partial: dict[str, Any] | None = None
@@ -261,6 +263,23 @@ class Trainer:
             "world_size": self.ctx.world_size,
             "fcc_version": __version__,
         }
+
+    def _check_free_space(self) -> None:
+        """Refuse to start when the run directory's filesystem cannot hold a checkpoint next to the previous
+        one: found now, a full disk costs nothing; found at the end of epoch 1, it costs an epoch."""
+        t = self.cfg.train
+        slots = 2 if t.optimizer in ("adam", "adamw") else int(t.momentum > 0)  # optimizer state per parameter
+        weights = sum(v.numel() * v.element_size() for v in unwrap(self.model).state_dict().values())
+        trained = sum(p.numel() * p.element_size() for p in self.model.parameters() if p.requires_grad)
+        size = weights + slots * trained
+        try:
+            free = shutil.disk_usage(self.run_dir).free
+        except OSError:  # no usage figures (some network filesystems): the writes still report a full disk
+            return
+        if free < 2 * size:
+            raise OutputError(f"{self.run_dir}: only {free / 2**20:.1f} MiB free, but a checkpoint takes about "
+                              f"{size / 2**20:.1f} MiB and is written next to the previous one; free some space "
+                              "or choose another out=...")
 
     def save(self, name: str = "last") -> Path:
         path = self.run_dir / "checkpoints" / f"{name}.pt"
