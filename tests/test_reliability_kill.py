@@ -39,7 +39,7 @@ def resume_or_restart(root: Path, out: Path, log: Path, script: Path | None = No
     return start(["train", *run_overrides(root, out)], log, script)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0])  # more seeds = more moments covered, ~15 s each
 def test_sigkill_at_random_moments_then_resume_gives_identical_run(
         cifar10_root: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, seed: int) -> None:
     reference = subprocess_reference(cifar10_root, tmp_path_factory)
