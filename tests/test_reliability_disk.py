@@ -207,3 +207,37 @@ def test_final_eval_files_on_a_full_disk(cifar10_root: Path, tmp_path: Path) -> 
     assert load_checkpoint(out / "checkpoints" / "last.pt")["next_epoch"] == 3  # training itself is kept
     Trainer(load_run_config(out), resume=True).fit()  # only the evaluation is redone
     assert json.loads((out / "eval.json").read_text())["epoch"] == 2
+
+
+def test_a_run_directory_in_use_by_another_process_is_refused(
+        cifar10_root: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """Two processes training into one run directory would interleave checkpoints and metrics. The other
+    process here holds the run's lock as `fcc train` does; once it is killed, the kernel frees the lock."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    from test_reliability_support import env
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(inprocess_reference(cifar10_root, tmp_path_factory), run_dir)
+    metrics_before = (run_dir / "metrics.jsonl").read_bytes()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from fcc.checkpoint import lock_run_dir; "
+                               f"lock_run_dir(Path({str(run_dir)!r})); print('locked', flush=True); time.sleep(300)"],
+        stdout=subprocess.PIPE, text=True, env=env())
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for attempt in (lambda: Trainer(load_run_config(run_dir, ["train.epochs=4"]), resume=True),
+                        lambda: Trainer(load_config(None, run_overrides(cifar10_root, run_dir)), overwrite=True)):
+            with pytest.raises(OutputError, match=rf"^{run_dir} is in use by another fcc process "
+                                                  rf"\(pid {holder.pid} on .+\); wait for it to end"):
+                attempt()
+        assert (run_dir / "metrics.jsonl").read_bytes() == metrics_before, "the refused run touched the folder"
+        assert (run_dir / "checkpoints" / "last.pt").is_file()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    Trainer(load_run_config(run_dir, ["train.epochs=4"]), resume=True).fit()  # the lock died with its holder
+    assert [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]

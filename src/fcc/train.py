@@ -28,7 +28,15 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from fcc import __version__
-from fcc.checkpoint import atomic_write_bytes, load_checkpoint, load_model_state, remove_stale_temps, save_checkpoint
+from fcc.checkpoint import (
+    atomic_write_bytes,
+    load_checkpoint,
+    load_model_state,
+    lock_run_dir,
+    remove_stale_temps,
+    save_checkpoint,
+    unlock_run_dir,
+)
 from fcc.config import Config, from_dict, validate
 from fcc.data.build import build_eval_loader, build_sampler, build_splits, build_train_loader
 from fcc.distributed import DistContext, all_reduce_sum, barrier, broadcast_buffers, in_turns, setup
@@ -66,6 +74,7 @@ def prepare_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> Path:
                           f"`fcc train --resume {run_dir}`, choose another out=..., or pass --overwrite")
     try:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        lock_run_dir(run_dir)  # before anything in the folder is touched; released when fit() ends
         probe = run_dir / ".write-test"
         probe.write_bytes(b"ok")
         probe.unlink()
@@ -374,10 +383,11 @@ class Trainer:
             with self._signals():
                 for epoch in range(self.next_epoch, t.epochs + 1):
                     self._run_epoch(epoch)
+            return self.final_eval()
         finally:
             if self.tb is not None:
                 self.tb.flush()
-        return self.final_eval()
+            unlock_run_dir(self.run_dir)
 
     def _set_lr(self, epoch: int) -> float:
         lr = learning_rate(epoch, self.cfg.train)
