@@ -614,12 +614,11 @@ class Trainer:
             for key, value in clean.items():
                 if key != "epoch" and isinstance(value, (int, float)):
                     self.tb.add_scalar(key, value, record["epoch"])
-        if self.cfg.train.progress:
-            parts = [f"epoch {record['epoch']}/{self.cfg.train.epochs}", f"lr {record['lr']:.4g}",
-                     f"loss {record['train_loss']:.4f}", f"acc {record['train_acc']:.2f}"]
-            parts += [f"{k} {v:.2f}" for k, v in record.items() if k.endswith("_top1") and v is not None]
-            parts.append(f"{record['epoch_time']:.1f}s")
-            tqdm.write("  ".join(parts))
+        parts = [f"epoch {record['epoch']}/{self.cfg.train.epochs}", f"lr {record['lr']:.4g}",
+                 f"loss {record['train_loss'] or float('nan'):.4f}", f"acc {record['train_acc'] or 0.0:.2f}"]
+        parts += [f"{k} {v:.2f}" for k, v in record.items() if k.endswith("_top1") and v is not None]
+        parts.append(f"{record['epoch_time']:.1f}s")
+        tqdm.write("  ".join(parts))
 
     # -------------------------------------------------------------------------------- final eval
 
