@@ -138,3 +138,13 @@ def test_eval_loader_is_sequential_and_sharded() -> None:
     parts = [DeviceEvalLoader(ds, 5, torch.device("cpu"), normalize=norm, rank=r, world_size=3) for r in range(3)]
     ids = sorted(int(v) for p in parts for x, _ in p for v in x[:, 0, 0, 0].round())
     assert ids == list(range(23))
+
+
+def test_last_partial_batch_never_leaves_a_rank_empty() -> None:
+    ds = make_dataset(n=33)
+    assert loader(ds, drop_last=False).steps_per_epoch(1) == 3  # 16 + 16 + 1
+    assert loader(ds, drop_last=False, world_size=2).steps_per_epoch(1) == 2  # the 1 left would starve rank 1
+    shares = [list(loader(ds, drop_last=False, world_size=2, rank=r).epoch(1)) for r in range(2)]
+    assert [len(y) for _, y in shares[1]] == [8, 8]
+    ds = make_dataset(n=34)
+    assert [len(y) for _, y in loader(ds, drop_last=False, world_size=2, rank=1).epoch(1)][-1] == 1

@@ -26,10 +26,10 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from fcc.data.augment import Normalize
 from fcc.data.images import DataWarning, DecodeError, ImageFiles, Transform
-from fcc.data.loader import Batch, per_rank
+from fcc.data.loader import Batch, GlobalBatchLoader
 from fcc.data.sampling import Sampler
 from fcc.errors import DataError
-from fcc.rng import StreamGenerators, derive_seed
+from fcc.rng import derive_seed
 
 SEED_HIGH = 1 << 62
 SHOWN = 5
@@ -170,7 +170,7 @@ class _BadImages:
                           f"(data.skip_bad_images): {shown}", DataWarning, stacklevel=3)
 
 
-class WorkerLoader:
+class WorkerLoader(GlobalBatchLoader):
     """Training batches of image files decoded by DataLoader workers (see the module docstring).
 
     ``augment`` is a batched device augmentation (draw/apply, like PadCropFlip) applied after the
@@ -182,32 +182,18 @@ class WorkerLoader:
                  transform: Transform, normalize: Normalize, augment: Any = None, seed: int = 0,
                  drop_last: bool = True, rank: int = 0, world_size: int = 1, workers: int = 2,
                  prefetch: int = 2, channels_last: bool = False, skip_bad: bool = False) -> None:
-        per_rank(batch_size, world_size)
+        super().__init__(batch_size, device, sampler=sampler, normalize=normalize, augment=augment, seed=seed,
+                         drop_last=drop_last, rank=rank, world_size=world_size, channels_last=channels_last)
         self.files = files
         self.labels = files.labels
-        self.device = torch.device(device)
-        self.batch_size = batch_size
-        self.sampler = sampler
-        self.augment = augment
-        self.normalize = normalize.to(self.device)
-        self.generators = StreamGenerators(seed)
-        self.drop_last = drop_last
-        self.rank = rank
-        self.world_size = world_size
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.skip_bad = skip_bad
         self.skipped_images = 0
         self.plan = _EpochPlan(batch_size, rank, world_size, seed)
         self.loader = _data_loader(files, transform, self.plan, workers=workers, prefetch=prefetch,
                                    pin=self.device.type == "cuda", persistent=True)
 
-    def steps_per_epoch(self, epoch: int) -> int:
-        n = self.sampler.num_samples(epoch)
-        steps = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-        return max(steps, 0)
-
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
-        order = self.sampler.epoch_indices(epoch, self.generators.get("sampler", self.device, epoch)).cpu()
+        order = self.epoch_order(epoch).cpu()
         steps = self.steps_per_epoch(epoch)
         if start_step >= steps:
             return
@@ -225,12 +211,11 @@ class WorkerLoader:
             y = labels.to(self.device, non_blocking=True)
             if self.augment is not None:
                 n_global = min(self.batch_size, order.numel() - step * self.batch_size)
-                gen = self.generators.get("augment", self.device, epoch, step)
-                params = self.augment.draw(n_global, gen, self.device)[self.rank::self.world_size]
+                params = self.augment_params(n_global, self.generators.get("augment", self.device, epoch, step))
                 if keep is not None:
                     params = params[keep.to(self.device)]
                 x = self.augment(x, params)
-            yield self.normalize(x).contiguous(memory_format=self.memory_format), y
+            yield self.finish(x), y
         bad.report(f"epoch {epoch}")
 
 

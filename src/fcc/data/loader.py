@@ -8,12 +8,12 @@ Python and no host-device synchronisation in a step.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-from fcc.data.augment import Normalize, PadCropFlip
+from fcc.data.augment import Normalize
 from fcc.data.datasets import ArrayDataset
 from fcc.data.sampling import Sampler
 from fcc.rng import StreamGenerators
@@ -44,21 +44,20 @@ def per_rank(global_batch: int, world_size: int) -> int:
     return global_batch // world_size
 
 
-class DeviceLoader:
-    """Training batches from a device-resident uint8 dataset.
+class GlobalBatchLoader:
+    """What every training loader shares: one epoch's order cut into global batches, shared by rank.
 
     ``batch_size`` is the global batch (all ranks together). Each step takes the next ``batch_size``
-    indices of the epoch's order, draws augmentation parameters for all of them, and keeps the positions
-    ``rank::world_size``; with ``world_size == 1`` that is the whole batch.
+    indices of the sampler's order for the epoch (stream "sampler" of the run seed), and rank r keeps the
+    positions ``r::world_size``; batched augmentation parameters are drawn for the whole global batch
+    (stream "augment", keyed by epoch and step) and sliced the same way. Hence the batches depend neither
+    on the number of processes nor on where a resumed run starts.
     """
 
-    def __init__(self, dataset: ArrayDataset, batch_size: int, device: torch.device, *,
-                 sampler: Sampler, normalize: Normalize, augment: PadCropFlip | None = None,
-                 seed: int = 0, drop_last: bool = True, rank: int = 0, world_size: int = 1,
+    def __init__(self, batch_size: int, device: torch.device, *, sampler: Sampler, normalize: Normalize,
+                 augment: Any = None, seed: int = 0, drop_last: bool = True, rank: int = 0, world_size: int = 1,
                  channels_last: bool = False) -> None:
         per_rank(batch_size, world_size)
-        self.images = dataset.images.to(device, non_blocking=True)
-        self.labels = dataset.labels.to(device, non_blocking=True)
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.sampler = sampler
@@ -71,12 +70,32 @@ class DeviceLoader:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def steps_per_epoch(self, epoch: int) -> int:
-        n = self.sampler.num_samples(epoch)
-        steps = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-        return max(steps, 0)
+        """Full global batches, plus the last partial one unless ``drop_last`` or it would leave a rank
+        without samples (fewer than ``world_size`` left)."""
+        full, rest = divmod(self.sampler.num_samples(epoch), self.batch_size)
+        return full + (1 if not self.drop_last and rest >= self.world_size else 0)
+
+    def epoch_order(self, epoch: int) -> Tensor:
+        return self.sampler.epoch_indices(epoch, self.generators.get("sampler", self.device, epoch))
+
+    def augment_params(self, n_global: int, generator: torch.Generator) -> Any:
+        """This rank's share of augmentation parameters drawn for a global batch of ``n_global``."""
+        return self.augment.draw(n_global, generator, self.device)[self.rank::self.world_size]
+
+    def finish(self, images: Tensor) -> Tensor:
+        return self.normalize(images).contiguous(memory_format=self.memory_format)
+
+
+class DeviceLoader(GlobalBatchLoader):
+    """Training batches from a device-resident uint8 dataset (see GlobalBatchLoader for the batching)."""
+
+    def __init__(self, dataset: ArrayDataset, batch_size: int, device: torch.device, **kwargs: Any) -> None:
+        super().__init__(batch_size, device, **kwargs)
+        self.images = dataset.images.to(self.device, non_blocking=True)
+        self.labels = dataset.labels.to(self.device, non_blocking=True)
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
-        order = self.sampler.epoch_indices(epoch, self.generators.get("sampler", self.device, epoch))
+        order = self.epoch_order(epoch)
         for step in range(start_step, self.steps_per_epoch(epoch)):
             index = order[step * self.batch_size:(step + 1) * self.batch_size]
             gen = self.generators.get("augment", self.device, epoch, step) if self.augment is not None else None
@@ -94,10 +113,8 @@ class DeviceLoader:
         local = index[self.rank::self.world_size]
         images = self.images[local]
         if self.augment is not None and augment_generator is not None:
-            params = self.augment.draw(index.numel(), augment_generator, self.device)
-            images = self.augment(images, params[self.rank::self.world_size])
-        x = self.normalize(images).contiguous(memory_format=self.memory_format)
-        return x, self.labels[local]
+            images = self.augment(images, self.augment_params(index.numel(), augment_generator))
+        return self.finish(images), self.labels[local]
 
 
 class DeviceEvalLoader:
