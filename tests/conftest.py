@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -22,6 +23,14 @@ def tiny_run_overrides(root: Path, out: Path, *extra: str) -> list[str]:
         "train.epochs=2", "train.batch_size=16", "train.warmup_epochs=0", "train.milestones=[2]",
         "train.progress=false", "train.lr=0.05", *TINY_MODEL, *extra,
     ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread() -> None:
+    """One intra-op thread for the whole session: the tests' tensors are tiny, so extra threads only spin
+    (10-30x slower on a loaded machine), and runs compared bit for bit with single-threaded subprocess
+    or torchrun workers must reduce in the same order."""
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -35,12 +34,6 @@ STAGE1 = "configs/cifar10_lt/cam_stage1_if100.yaml"
 STAGE2 = "configs/cifar10_lt/cam_if100.yaml"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_new_image_counts_by_hand() -> None:

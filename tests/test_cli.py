@@ -33,6 +33,10 @@ def test_train_eval_report(cifar10_root: Path, tmp_path: Path, capsys: pytest.Ca
     assert main(["eval", str(out)]) == 0
     again = json.loads((out / "eval.json").read_text())
     assert again["top1"] == result["top1"] and again["per_class"] == result["per_class"]
+    assert main(["eval", str(out), "--features"]) == 0
+    features = json.loads((out / "features.json").read_text())
+    assert features["split"] == "test" and len(features["per_class"]["spread"]) == 10
+    assert 0 < features["compactness"] < 100
     assert main(["report", str(out)]) == 0
     table = capsys.readouterr().out
     assert "| run | method |" in table and "FCC(gamma 0.5" in table

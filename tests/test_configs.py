@@ -44,13 +44,6 @@ def common(out: Path) -> list[str]:
             "eval.batch_size=100", *TINY_MODEL]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    """Tiny tensors: one intra-op thread is fastest, and far faster on a loaded machine (no spinning)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

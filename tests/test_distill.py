@@ -23,13 +23,6 @@ CFG = "configs/cifar10_lt/ce_if100.yaml"
 WIDE = "model.backbone_params={depth: 8, width: 8}"  # the teacher: another architecture than the student
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    """Tiny tensors: one intra-op thread is fastest, and far faster on a loaded machine (no spinning)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,14 +39,6 @@ BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 @pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Single-threaded intra-op math, as the torchrun workers use, for bit-comparable reductions."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def trained_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -27,13 +26,6 @@ from fcc.train import Trainer
 CFG = "configs/cifar10_lt/ce_if100.yaml"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    """Tiny tensors: one intra-op thread is fastest, and far faster on a loaded machine (no spinning)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_registry_names() -> None:

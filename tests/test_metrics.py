@@ -50,3 +50,30 @@ def test_class_without_test_samples_is_none() -> None:
     tally.update(torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([0]))
     out = summarize(tally, [5, 5, 5])
     assert out["per_class"] == [100.0, None, None] and out["few"] == 100.0
+
+
+def test_feature_summary_against_numpy() -> None:
+    import numpy as np
+
+    from fcc.metrics import FeatureTally, feature_summary
+
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 5 + [1] * 3 + [3] * 4)  # class 2 has no samples
+    feats = rng.normal(size=(12, 6)) + labels[:, None]
+    tally = FeatureTally(4, 6, torch.device("cpu"))
+    tally.update(torch.tensor(feats[:7], dtype=torch.float32), torch.tensor(labels[:7]))  # two batches
+    tally.update(torch.tensor(feats[7:], dtype=torch.float32), torch.tensor(labels[7:]))
+    out = feature_summary(tally, train_counts=[500, 50, 30, 5])
+    f32 = feats.astype(np.float32).astype(np.float64)
+    centroids = {c: f32[labels == c].mean(0) for c in (0, 1, 3)}
+    spreads = {c: np.sqrt(((f32[labels == c] - centroids[c]) ** 2).sum(1).mean()) for c in centroids}
+    middle = np.mean([centroids[c] for c in (0, 1, 3)], axis=0)
+    separation = {c: np.linalg.norm(centroids[c] - middle) for c in centroids}
+    assert out["per_class"]["spread"] == pytest.approx([spreads[0], spreads[1], None, spreads[3]], rel=1e-9)
+    assert out["per_class"]["separation"][2] is None and out["per_class"]["count"] == [5, 3, 0, 4]
+    assert out["per_class"]["mean_norm"][1] == pytest.approx(np.linalg.norm(f32[labels == 1], axis=1).mean())
+    assert out["within_class_spread"] == pytest.approx(np.mean(list(spreads.values())))
+    assert out["compactness"] == pytest.approx(np.mean(list(spreads.values())) / np.mean(list(separation.values())))
+    assert out["mean_norm"] == pytest.approx(np.linalg.norm(f32, axis=1).mean())
+    assert out["spread_by_group"] == {"many": pytest.approx(spreads[0]), "medium": pytest.approx(spreads[1]),
+                                      "few": pytest.approx(spreads[3])}

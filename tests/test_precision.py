@@ -3,7 +3,6 @@ CPU, the grad scaler's state across a stop and resume, and channels-last."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,14 +19,6 @@ from fcc.train import Trainer, TrainingInterrupted, load_run_config
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def overrides(root: Path, out: Path, *extra: str) -> list[str]:

@@ -19,12 +19,6 @@ CRT = "configs/cifar10_lt/crt_if100.yaml"
 LWS = "configs/cifar10_lt/lws_if100.yaml"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -61,6 +62,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         run_tau_sweep(run_dir, cfg, parse_taus(args.tau_sweep), checkpoint=args.checkpoint,
                       select_on=args.select_on, report_on=args.split,
                       allow_test_selection=args.select_on == "test")
+        return 0
+    if args.features:
+        from fcc.evaluate import feature_stats_run
+
+        feature_stats_run(run_dir, cfg, checkpoint=args.checkpoint, split=args.split)
         return 0
     evaluate_run(run_dir, cfg, checkpoint=args.checkpoint, split=args.split)
     return 0
@@ -157,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tau-sweep", metavar="TAUS",
                    help="tau-normalisation sweep: choose tau on --select-on, report it on --split; TAUS is "
                         "a list and/or ranges start:stop:step, e.g. 0:2:0.1 or 0,0.5,1")
+    p.add_argument("--features", action="store_true",
+                   help="write feature-cluster statistics (norms, within-class spread, centroid separation) "
+                        "to features.json instead of accuracies")
     p.add_argument("--select-on", default="val", choices=["val", "test"],
                    help="split that chooses tau (default val; test only when given explicitly)")
     p.set_defaults(func=cmd_eval)
@@ -225,3 +234,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `fcc configs | head`: the reader left; nothing is wrong
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
+        return 0

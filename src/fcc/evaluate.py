@@ -22,7 +22,7 @@ from fcc.data.build import build_eval_loader, build_splits
 from fcc.data.datasets import DataSplits
 from fcc.data.loader import EvalLoader
 from fcc.distributed import DistContext, barrier, setup
-from fcc.metrics import ClassificationTally, summarize
+from fcc.metrics import ClassificationTally, FeatureTally, feature_summary, summarize
 from fcc.precision import autocast, autocast_dtype
 
 
@@ -43,6 +43,28 @@ def run_eval(model: nn.Module, loader: EvalLoader, num_classes: int, ctx: DistCo
             tally.update(logits, labels)
     finally:
         model.train(was_training)
+    return tally.all_reduce(ctx)
+
+
+@torch.no_grad()
+def run_feature_stats(model: nn.Module, loader: EvalLoader, num_classes: int, ctx: DistContext,
+                      amp_dtype: torch.dtype | None = None) -> FeatureTally:
+    """Tally the pooled, unscaled features (``Network.features``) of this rank's share, summed over ranks."""
+    net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    was_training = net.training
+    net.eval()
+    tally: FeatureTally | None = None
+    try:
+        for images, labels in loader:
+            with autocast(ctx.device, amp_dtype):
+                features = net.features(images)
+            if tally is None:
+                tally = FeatureTally(num_classes, features.shape[1], ctx.device)
+            tally.update(features.float(), labels)
+    finally:
+        net.train(was_training)
+    if tally is None:
+        raise ValueError("feature statistics of an empty split")
     return tally.all_reduce(ctx)
 
 
@@ -170,6 +192,26 @@ def load_run_model(run_dir: Path, cfg: Config, checkpoint: str = "last"
     except ValueError:
         shown = str(path)
     return ctx, splits, model, {"checkpoint": shown, "epoch": epoch}
+
+
+def feature_stats_run(run_dir: Path, cfg: Config, checkpoint: str = "last", split: str = "test") -> dict[str, Any]:
+    """`fcc eval --features`: cluster statistics of a checkpoint's features -> features[_<ckpt>_<split>].json."""
+    ctx, splits, model, info = load_run_model(run_dir, cfg, checkpoint)
+    loader = build_eval_loader(cfg, splits, splits.split(split), ctx)
+    tally = run_feature_stats(model, loader, splits.num_classes, ctx, autocast_dtype(cfg.train.amp, ctx.device))
+    result: dict[str, Any] = {}
+    if ctx.is_main:
+        e = cfg.eval
+        result = {**info, "split": split,
+                  **feature_summary(tally, splits.class_counts, e.many_shot_min, e.few_shot_max)}
+        default = checkpoint == "last" and split == "test"
+        write_json(run_dir / ("features.json" if default else f"features_{Path(checkpoint).stem}_{split}.json"),
+                   result)
+        tqdm.write(f"{split} features ({info['checkpoint']}): mean norm {result['mean_norm']:.4g}, within-class "
+                   f"spread {result['within_class_spread']:.4g}, centroid separation "
+                   f"{result['centroid_separation']:.4g}, compactness {result['compactness']:.4g}")
+    barrier(ctx)
+    return result
 
 
 def evaluate_run(run_dir: Path, cfg: Config, checkpoint: str = "last", split: str = "test") -> dict[str, Any]:

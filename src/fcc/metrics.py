@@ -99,3 +99,67 @@ def summarize(tally: ClassificationTally, train_counts: Sequence[int], many_min:
         if isinstance(value, float) and not math.isfinite(value):
             out[key] = None
     return out
+
+
+class FeatureTally:
+    """Per-class sums of pooled features (float64), of their squared norms and norms, and counts.
+
+    Enough for each class's centroid, mean norm and spread (root-mean-square distance to its centroid):
+    the quantities FCC is about (denser clusters of the real, unscaled test features).
+    """
+
+    def __init__(self, num_classes: int, dim: int, device: torch.device) -> None:
+        self.num_classes = num_classes
+        self.sum = torch.zeros(num_classes, dim, dtype=torch.float64, device=device)
+        self.sq = torch.zeros(num_classes, dtype=torch.float64, device=device)
+        self.norm = torch.zeros(num_classes, dtype=torch.float64, device=device)
+        self.count = torch.zeros(num_classes, dtype=torch.float64, device=device)
+
+    def update(self, features: Tensor, labels: Tensor) -> None:
+        f = features.detach().double()
+        sq = (f * f).sum(dim=1)
+        self.sum.index_add_(0, labels, f)
+        self.sq.index_add_(0, labels, sq)
+        self.norm.index_add_(0, labels, sq.sqrt())
+        self.count.index_add_(0, labels, torch.ones_like(sq))
+
+    def all_reduce(self, ctx: DistContext) -> FeatureTally:
+        for t in (self.sum, self.sq, self.norm, self.count):
+            all_reduce_sum(t, ctx)
+        return self
+
+
+def feature_summary(tally: FeatureTally, train_counts: Sequence[int], many_min: int = 101,
+                    few_max: int = 19) -> dict[str, Any]:
+    """Cluster statistics of the features: per class and averaged over classes (and shot groups).
+
+    spread_c = sqrt(E||f - mu_c||^2) for class c's features f and centroid mu_c; separation_c =
+    ||mu_c - mean of the centroids||; compactness = mean spread / mean separation (lower: denser,
+    better separated clusters). Classes without samples are None.
+    """
+    count = tally.count.cpu()
+    present = count > 0
+    n = count.clamp(min=1)
+    centroid = tally.sum.cpu() / n[:, None]
+    variance = (tally.sq.cpu() / n - (centroid * centroid).sum(dim=1)).clamp(min=0)
+    spread = variance.sqrt()
+    mean_norm = tally.norm.cpu() / n
+    middle = centroid[present].mean(dim=0) if bool(present.any()) else torch.zeros(centroid.shape[1])
+    separation = (centroid - middle).norm(dim=1)
+
+    def per_class(values: Tensor) -> list[float | None]:
+        return [float(v) if ok else None for v, ok in zip(values.tolist(), present.tolist())]
+
+    spreads = per_class(spread)
+    groups = shot_groups(train_counts, many_min, few_max)
+    mean_spread = _mean(spreads)
+    mean_separation = _mean(per_class(separation))
+    return {
+        "mean_norm": float(tally.norm.sum() / tally.count.sum()) if float(tally.count.sum()) else None,
+        "within_class_spread": mean_spread,
+        "centroid_separation": mean_separation,
+        "compactness": mean_spread / mean_separation if mean_spread is not None and mean_separation else None,
+        "spread_by_group": {k: _mean([spreads[c] for c in v]) for k, v in groups.items()},
+        "per_class": {"count": [int(c) for c in count.tolist()], "mean_norm": per_class(mean_norm),
+                      "spread": spreads, "separation": per_class(separation)},
+    }
