@@ -38,9 +38,6 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
-@pytest.fixture
-
-
 def trained_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if not k.endswith(BN_STATS)}
 
