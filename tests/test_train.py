@@ -11,7 +11,7 @@ import torch
 from conftest import tiny_run_overrides
 from fcc.checkpoint import load_checkpoint
 from fcc.config import load_config
-from fcc.errors import OutputError
+from fcc.errors import ConfigError, OutputError
 from fcc.train import Trainer, TrainingInterrupted, load_run_config
 
 
@@ -117,3 +117,27 @@ def test_validation_split_keeps_best_checkpoint(cifar10_root: Path, tmp_path: Pa
     assert result["selected_on"].startswith("validation split")
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
     assert state["best"]["epoch"] == best_epoch
+
+
+def test_tensorboard_events_or_a_clear_error(cifar10_root: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("tensorboard")
+    cfg = load_config(None, tiny_run_overrides(cifar10_root, tmp_path / "tb", "train.epochs=1",
+                                               "train.milestones=[]", "train.tensorboard=true"))
+    Trainer(cfg).fit()
+    events = list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 0
+    # without the package: one ConfigError that says how to get it
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name: str, *args: object, **kwargs: object) -> object:
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError("No module named 'tensorboard'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    cfg = load_config(None, tiny_run_overrides(cifar10_root, tmp_path / "tb2", "train.tensorboard=true"))
+    with pytest.raises(ConfigError, match=r"pip install 'fcc\[tensorboard\]'"):
+        Trainer(cfg)

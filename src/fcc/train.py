@@ -61,6 +61,10 @@ class TrainingInterrupted(FccError):
         self.exit_code = 128 + signum
 
 
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
@@ -615,7 +619,7 @@ class Trainer:
                 if key != "epoch" and isinstance(value, (int, float)):
                     self.tb.add_scalar(key, value, record["epoch"])
         parts = [f"epoch {record['epoch']}/{self.cfg.train.epochs}", f"lr {record['lr']:.4g}",
-                 f"loss {record['train_loss'] or float('nan'):.4f}", f"acc {record['train_acc'] or 0.0:.2f}"]
+                 f"loss {_fmt(record['train_loss'], '.4f')}", f"acc {_fmt(record['train_acc'], '.2f')}"]
         parts += [f"{k} {v:.2f}" for k, v in record.items() if k.endswith("_top1") and v is not None]
         parts.append(f"{record['epoch_time']:.1f}s")
         tqdm.write("  ".join(parts))
