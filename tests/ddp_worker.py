@@ -87,6 +87,7 @@ def main(spec_path: str) -> int:
     finally:
         report["writes"] = writes
         Path(f"{spec_path}.rank{ctx.rank}.json").write_text(json.dumps(report))
+        trainer = None  # the DDP model must not outlive the process group (see fcc.distributed.cleanup)
         cleanup()
     return 0
 

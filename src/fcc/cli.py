@@ -27,7 +27,6 @@ def _split_config_and_overrides(items: list[str]) -> tuple[str | None, list[str]
 
 def cmd_train(args: argparse.Namespace) -> int:
     from fcc.config import load_config
-    from fcc.distributed import cleanup
     from fcc.train import Trainer, load_run_config
 
     config_path, overrides = _split_config_and_overrides(args.items)
@@ -38,10 +37,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = load_run_config(Path(args.resume), overrides)
     else:
         cfg = load_config(config_path, overrides)
-    try:
-        Trainer(cfg, resume=bool(args.resume), overwrite=args.overwrite).fit()
-    finally:
-        cleanup()
+    Trainer(cfg, resume=bool(args.resume), overwrite=args.overwrite).fit()
     return 0
 
 
@@ -237,3 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `fcc configs | head`: the reader left; nothing is wrong
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
         return 0
+    finally:
+        # after the handlers above dropped the exception (and with it any trainer its frames held)
+        from fcc.distributed import cleanup
+
+        cleanup()

@@ -6,6 +6,7 @@ a single process. NCCL is used on CUDA, gloo on CPU.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -123,5 +124,12 @@ def broadcast_buffers(module: nn.Module, ctx: DistContext) -> None:
 
 
 def cleanup() -> None:
+    """Leave the process group once nothing uses it any more.
+
+    Called after the command's exceptions are handled, and after a garbage collection, so that no DDP
+    reducer (which holds the group and its communication threads) outlives the group: destroying a group
+    still in use can abort the process at exit.
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()

@@ -129,6 +129,7 @@ class Trainer:
                               f"{self.device.type}; set train.sync_bn=false (each process then normalises "
                               "with the statistics of its own share of the batch)")
         self.run_dir = Path(cfg.out or "runs/default")
+        self.resuming = resume
         if self.ctx.is_main:
             prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
             if not resume:
@@ -141,36 +142,8 @@ class Trainer:
         self.class_counts = self.splits.class_counts
         self.num_classes = self.splits.num_classes
 
-        torch.manual_seed(derive_seed(cfg.seed, "init"))
-        model = build_network(cfg, self.class_counts)
-        if cfg.model.init_from and not resume:
-            # A resumed run restores every weight from its own checkpoint below; re-applying init_from
-            # would be wasted at best (and would fail if the stage-1 run has been moved since).
-            self._init_from(model, cfg.model.init_from)
-        if self.ctx.distributed and t.sync_bn:
-            # before freezing: the conversion replaces BN modules, which train.freeze may name
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.frozen_modules = self._freeze(model)
-        model.to(self.device)
-        if t.channels_last:
-            model.to(memory_format=torch.channels_last)
-        self.model: nn.Module = model
-        if self.ctx.distributed:
-            self.model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device] if self.device.type == "cuda" else None)
-
-        self.criterion = LOSSES.build(cfg.loss.name, cfg.loss.params, "loss.params", self.class_counts)
-        self.criterion.to(self.device)
-        self.mixer = MIXERS.build(cfg.mix.name, cfg.mix.params, "mix.params", self.class_counts)
-        self.teacher = None
-        if cfg.distill.teacher:
-            from fcc.distill import load_teacher
-
-            self.teacher = load_teacher(cfg.distill.teacher, self.splits, self.device)
-        if getattr(self.criterion, "needs_teacher", False) and self.teacher is None:
-            raise ConfigError(f"loss.name: {cfg.loss.name!r} distils from a teacher; set distill.teacher "
-                              "to a finished run directory or checkpoint")
-        self.objective = Objective(self.model, self.criterion, self.mixer, teacher=self.teacher)
+        self.model = self._build_model()
+        self._build_method_parts()
         self.sampler = build_sampler(cfg, self.splits, self.ctx)
         self.train_loader = build_train_loader(cfg, self.splits, self.sampler, self.ctx)
         self.mixer.bind(model=unwrap(self.model), loader=self.train_loader)
@@ -203,6 +176,44 @@ class Trainer:
         self.tb = self._tensorboard() if self.ctx.is_main and t.tensorboard else None
 
     # ------------------------------------------------------------------------------------ building
+
+    def _build_model(self) -> nn.Module:
+        """The network, initialised (seeded, or from ``model.init_from``), frozen where asked, on the
+        device, and wrapped in DDP when there are several processes."""
+        cfg, t = self.cfg, self.cfg.train
+        torch.manual_seed(derive_seed(cfg.seed, "init"))
+        model = build_network(cfg, self.class_counts)
+        if cfg.model.init_from and not self.resuming:
+            # A resumed run restores every weight from its own checkpoint; re-applying init_from would be
+            # wasted at best (and would fail if the stage-1 run has been moved since).
+            self._init_from(model, cfg.model.init_from)
+        if self.ctx.distributed and t.sync_bn:
+            # before freezing: the conversion replaces BN modules, which train.freeze may name
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.frozen_modules = self._freeze(model)
+        model.to(self.device)
+        if t.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if self.ctx.distributed:
+            return nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        return model
+
+    def _build_method_parts(self) -> None:
+        """The loss, the mixer, the optional teacher, and the objective that combines them with the model."""
+        cfg = self.cfg
+        self.criterion = LOSSES.build(cfg.loss.name, cfg.loss.params, "loss.params", self.class_counts)
+        self.criterion.to(self.device)
+        self.mixer = MIXERS.build(cfg.mix.name, cfg.mix.params, "mix.params", self.class_counts)
+        self.teacher = None
+        if cfg.distill.teacher:
+            from fcc.distill import load_teacher
+
+            self.teacher = load_teacher(cfg.distill.teacher, self.splits, self.device)
+        if getattr(self.criterion, "needs_teacher", False) and self.teacher is None:
+            raise ConfigError(f"loss.name: {cfg.loss.name!r} distils from a teacher; set distill.teacher "
+                              "to a finished run directory or checkpoint")
+        self.objective = Objective(self.model, self.criterion, self.mixer, teacher=self.teacher)
 
     def _init_from(self, model: nn.Module, source: str) -> None:
         from fcc.checkpoint import resolve_checkpoint
