@@ -1,4 +1,4 @@
-"""The `fcc` command: train, eval, data, configs, report.
+"""The `fcc` command: train, eval, predict, data, configs, report.
 
 Errors meant for the user (bad config, missing data, unusable checkpoint) print one message and exit
 with status 2 (3 for a diverged run, 128+N when stopped by signal N); anything else is a bug and keeps
@@ -65,6 +65,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
         feature_stats_run(run_dir, cfg, checkpoint=args.checkpoint, split=args.split)
         return 0
     evaluate_run(run_dir, cfg, checkpoint=args.checkpoint, split=args.split)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from fcc.predict import predict, write_csv
+    from fcc.train import load_run_config
+
+    run_dir = Path(args.run)
+    cfg = load_run_config(run_dir, [f"device={args.device}"] if args.device else [])
+    rows = predict(run_dir, cfg, args.images, checkpoint=args.checkpoint, top_k=args.top_k,
+                   batch_size=args.batch_size)
+    out = Path(args.out) if args.out else run_dir / "predictions.csv"
+    write_csv(rows, out)
+    for row in rows[:10]:
+        print(f"{row['path']}\t{row['names'][0]}\t{row['probs'][0]:.3f}")
+    if len(rows) > 10:
+        print(f"... {len(rows) - 10} more")
+    print(f"wrote {len(rows)} predictions to {out}")
     return 0
 
 
@@ -165,6 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--select-on", default="val", choices=["val", "test"],
                    help="split that chooses tau (default val; test only when given explicitly)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="classify image files with a trained run -> CSV of top-k classes")
+    p.add_argument("run", help="run directory")
+    p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument("--checkpoint", default="last", help="last (default), best, or a checkpoint file")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", help="CSV file (default: RUN/predictions.csv)")
+    p.add_argument("--device", help="device (default: the run's)")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("data", help="dataset tools")
     data_sub = p.add_subparsers(dest="tool", required=True)

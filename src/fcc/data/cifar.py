@@ -282,8 +282,8 @@ def build_cifar(cfg: DataConfig, key: str) -> DataSplits:
         test=_to_dataset(x_test, y_test, f"{folder} (test)"),
         val=val,
         class_names=read_class_names(folder, spec),
-        mean=CIFAR_MEAN,
-        std=CIFAR_STD,
+        mean=tuple(cfg.mean or CIFAR_MEAN),
+        std=tuple(cfg.std or CIFAR_STD),
     )
 
 
