@@ -116,6 +116,21 @@ def cmd_data_cam_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_config(args: argparse.Namespace) -> int:
+    from fcc.checkpoint import atomic_write_bytes
+    from fcc.importer import import_config
+
+    text, notes = import_config(Path(args.original))
+    if args.out:
+        atomic_write_bytes(Path(args.out), lambda f: f.write(text.encode()))
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        print(f"wrote {args.out}; train it with: fcc train {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def config_root() -> Path:
     """./configs when run from a checkout, else the configs folder next to the installed sources."""
     here = Path("configs")
@@ -222,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("configs", help="list the shipped configs")
     p.add_argument("--root", help="configs folder (default: ./configs)")
     p.set_defaults(func=cmd_configs)
+
+    p = sub.add_parser("import-config", help="convert a config of the original FCC / bag-of-tricks code")
+    p.add_argument("original", help="the original code's YAML config")
+    p.add_argument("-o", "--out", help="write the fcc config here (default: print it)")
+    p.set_defaults(func=cmd_import_config)
 
     p = sub.add_parser("report", help="a results table from run directories")
     p.add_argument("runs", nargs="+")

@@ -241,12 +241,12 @@ def from_dict(raw: Mapping[str, Any], source: str = "config", cls: type = Config
     return cls(**values)
 
 
-def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     """Deep merge; mappings merge key by key, everything else replaces."""
     out = copy.deepcopy(base)
     for key, value in update.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -294,8 +294,8 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{path}: 'base' must be a file name or a list of file names")
     merged: dict[str, Any] = {}
     for base in bases:
-        merged = _merge(merged, read_yaml(path.parent / base, (*_seen, resolved)))
-    return _merge(merged, data)
+        merged = deep_merge(merged, read_yaml(path.parent / base, (*_seen, resolved)))
+    return deep_merge(merged, data)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
