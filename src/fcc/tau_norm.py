@@ -152,9 +152,8 @@ def run_tau_sweep(run_dir: Path, cfg: Config, taus: Sequence[float], *, checkpoi
                "result": {k: result[k] for k in ("top1", "top5", "many", "medium", "few")},
                "result_file": "eval_tau_sweep.json", "units": "percent"}
         write_json(run_dir / "tau_sweep.json", out)
-        if cfg.train.progress:
-            rows = "  ".join(f"{r['tau']:g}:{r['top1']:.2f}" for r in sweep)
-            print(f"tau sweep on {select_on} (top1): {rows}")
-            print(f"best tau {best_tau:g}; {report_on}: {format_summary(result)}")
+        rows = "  ".join(f"{r['tau']:g}:{r['top1']:.2f}" for r in sweep)
+        print(f"tau sweep on {select_on} (top1): {rows}")
+        print(f"best tau {best_tau:g}; {report_on}: {format_summary(result)}")
     barrier(ctx)
     return out
