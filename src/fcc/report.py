@@ -35,10 +35,14 @@ def _fmt(value: Any) -> str:
 
 def describe_method(cfg: dict[str, Any]) -> str:
     """A short label such as 'ce + drw' or 'balanced_softmax + FCC(0.5)' from a resolved config."""
-    parts = [str(cfg.get("loss", {}).get("name", "?"))]
-    sampler = cfg.get("sampler", {}).get("name")
-    if sampler and sampler != "instance":
-        parts.append(str(sampler))
+    loss = cfg.get("loss", {})
+    parts = [str(loss.get("name", "?"))]
+    if (loss.get("params") or {}).get("drw_start_epoch"):
+        parts[0] += f" (DRW from epoch {loss['params']['drw_start_epoch']})"
+    sampler = cfg.get("sampler", {})
+    if sampler.get("name") and sampler["name"] != "instance":
+        drs = (sampler.get("params") or {}).get("drs_start_epoch")
+        parts.append(f"{sampler['name']} sampler" + (f" (DRS from epoch {drs})" if drs else ""))
     mix = cfg.get("mix", {}).get("name")
     if mix and mix != "none":
         parts.append(str(mix))
