@@ -59,3 +59,14 @@ def test_data_cifar_lt_prints_counts() -> None:
     lines = proc.stdout.strip().splitlines()
     assert lines[-1] == "total\t10847"
     assert lines[2] == "0\t500" and lines[-2] == "99\t5"
+
+
+def test_report_describes_the_method() -> None:
+    from fcc.report import describe_method
+
+    cfg = {"loss": {"name": "balanced_softmax", "params": {"drw_start_epoch": 25}},
+           "sampler": {"name": "class_balanced", "params": {"drs_start_epoch": 25}},
+           "mix": {"name": "remix", "params": {}}, "fcc": {"enabled": True, "gamma": 0.5, "start_epoch": 9}}
+    assert describe_method(cfg) == ("balanced_softmax (DRW from epoch 25) + class_balanced sampler (DRS from epoch 25)"
+                                    " + remix + FCC(gamma 0.5, from epoch 9)")
+    assert describe_method({"loss": {"name": "ce"}, "sampler": {"name": "instance"}}) == "ce"
