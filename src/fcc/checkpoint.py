@@ -181,6 +181,22 @@ def resolve_checkpoint(path_or_run: str | Path, which: str = "last") -> Path:
     return p
 
 
+def run_checkpoint(run_dir: Path, checkpoint: str) -> Path:
+    """``checkpoint`` as the commands take it: 'last' or 'best' of ``run_dir``, or a checkpoint file."""
+    if checkpoint in ("last", "best"):
+        return resolve_checkpoint(run_dir, checkpoint)
+    return resolve_checkpoint(checkpoint)
+
+
+def read_checkpoint(source: str | Path, key: str, hint: str) -> tuple[Path, dict[str, Any]]:
+    """Resolve and load the checkpoint a config key names (a run directory or file); errors name the key."""
+    try:
+        path = resolve_checkpoint(source)
+    except CheckpointError as err:
+        raise CheckpointError(f"{key}: {err} ({hint})") from None
+    return path, load_checkpoint(path)
+
+
 def load_model_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str,
                      exclude: Sequence[str] = ()) -> list[str]:
     """Load weights strictly except for keys under ``exclude`` prefixes; returns the keys left at init.

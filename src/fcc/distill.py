@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fcc.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
+from fcc.checkpoint import load_model_state, read_checkpoint
 from fcc.config import Config, from_dict, read_yaml
 from fcc.data.datasets import DataSplits
 from fcc.errors import CheckpointError, ConfigError
@@ -43,12 +43,7 @@ def load_teacher(source: str | Path, splits: DataSplits, device: torch.device | 
     """
     from fcc.models import build_network
 
-    try:
-        path = resolve_checkpoint(source)
-    except CheckpointError as err:
-        raise CheckpointError(f"distill.teacher: {err} (expected a finished run directory or a "
-                              "checkpoint file)") from None
-    state = load_checkpoint(path)
+    path, state = read_checkpoint(source, "distill.teacher", "expected a finished run directory or a checkpoint file")
     cfg = teacher_config(path, state)
     cfg.fcc.enabled = False  # FCC only acts in training; the teacher is only evaluated
     counts = state.get("class_counts")

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from fcc.checkpoint import atomic_write_bytes, load_checkpoint, load_model_state, resolve_checkpoint
+from fcc.checkpoint import atomic_write_bytes, load_checkpoint, load_model_state, run_checkpoint
 from fcc.config import Config
 from fcc.data.build import build_eval_loader, build_splits
 from fcc.data.datasets import DataSplits
@@ -179,8 +179,7 @@ def load_run_model(run_dir: Path, cfg: Config, checkpoint: str = "last"
     ctx = setup(cfg.device)
     splits = build_splits(cfg)
     model = build_network(cfg, splits.class_counts)
-    path = resolve_checkpoint(run_dir if checkpoint in ("last", "best") else checkpoint,
-                              checkpoint if checkpoint in ("last", "best") else "last")
+    path = run_checkpoint(run_dir, checkpoint)
     state = load_checkpoint(path, map_location="cpu")
     load_model_state(model, state["model"], str(path))
     model.to(ctx.device)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from fcc.checkpoint import atomic_write_bytes, load_checkpoint, load_model_state, resolve_checkpoint
+from fcc.checkpoint import atomic_write_bytes, load_checkpoint, load_model_state, run_checkpoint
 from fcc.config import Config
 from fcc.data.augment import Normalize
 from fcc.data.cifar import CIFAR_MEAN, CIFAR_STD
@@ -60,8 +60,7 @@ def _transform_and_normalisation(cfg: Config) -> tuple[CenterResizeCrop, Sequenc
 def predict(run_dir: Path, cfg: Config, inputs: Sequence[str], *, checkpoint: str = "last", top_k: int = 5,
             batch_size: int = 64) -> list[dict[str, Any]]:
     """Top-k predictions for every image of ``inputs``: [{path, classes: [...], names, probs}]."""
-    path = resolve_checkpoint(run_dir if checkpoint in ("last", "best") else checkpoint,
-                              checkpoint if checkpoint in ("last", "best") else "last")
+    path = run_checkpoint(run_dir, checkpoint)
     state = load_checkpoint(path, map_location="cpu")
     counts = state.get("class_counts")
     if not counts:

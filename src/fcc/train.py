@@ -33,6 +33,7 @@ from fcc.checkpoint import (
     load_checkpoint,
     load_model_state,
     lock_run_dir,
+    read_checkpoint,
     remove_stale_temps,
     save_checkpoint,
     unlock_run_dir,
@@ -216,14 +217,8 @@ class Trainer:
         self.objective = Objective(self.model, self.criterion, self.mixer, teacher=self.teacher)
 
     def _init_from(self, model: nn.Module, source: str) -> None:
-        from fcc.checkpoint import resolve_checkpoint
-
-        try:
-            path = resolve_checkpoint(source)
-        except CheckpointError as err:
-            raise CheckpointError(f"model.init_from: {err} (train the first stage first, or point "
-                                  "model.init_from at its checkpoint)") from None
-        state = load_checkpoint(path)
+        path, state = read_checkpoint(source, "model.init_from",
+                                      "train the first stage first, or point model.init_from at its checkpoint")
         own = model.state_dict()
         for prefix in self.cfg.model.init_exclude:
             if not any(k == prefix or k.startswith(prefix + ".") for k in own):
