@@ -9,18 +9,15 @@ teacher.
 
 from __future__ import annotations
 
-import math
-import warnings
 from pathlib import Path
-from typing import Any
 
 import pytest
-import torch
 
 from conftest import TINY_MODEL
 from fcc.cli import main
 from fcc.config import load_config
-from fcc.train import Trainer, TrainingInterrupted
+from fcc.train import Trainer
+from two_steps import run_two_steps
 
 ROOT = Path(__file__).resolve().parents[1] / "configs"
 CONFIGS = sorted(p for p in ROOT.rglob("*.yaml") if not p.name.startswith("_"))
@@ -109,31 +106,4 @@ def test_config_runs_two_steps(path: Path, roots: dict[str, Path], stage1: dict[
     for key in ("model.head", "loss.name", "sampler.name", "mix.name", "fcc.enabled", "eval.tau_norm"):
         section, name = key.split(".")
         assert getattr(getattr(cfg, section), name) == getattr(getattr(shipped, section), name), key
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*FCC is a no-op.*")
-        warnings.filterwarnings("ignore", message=".*differ from the official.*")
-        trainer = Trainer(cfg)
-    trainer.next_epoch = cfg.train.epochs
-    losses: list[float] = []
-    real = trainer.objective
-
-    def objective(*args: Any) -> Any:
-        out = real(*args)
-        losses.append(float(out.loss.detach()))
-        return out
-
-    trainer.objective = objective  # type: ignore[assignment]
-
-    def stop_after_two(t: Trainer, epoch: int, step: int) -> None:
-        if step == 1:
-            t.request_stop()
-
-    trainer.step_callback = stop_after_two
-    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    with pytest.raises(TrainingInterrupted):
-        trainer.fit()
-    assert len(losses) == 2 and all(math.isfinite(v) for v in losses), losses
-    after = trainer.model.state_dict()
-    changed = [k for k in before if not torch.equal(before[k], after[k])]
-    assert changed, "two training steps changed no weight"
-    assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+    run_two_steps(cfg)

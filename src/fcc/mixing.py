@@ -147,32 +147,37 @@ def _mix_images(images: Tensor, perm: Tensor, lam: Tensor) -> Tensor:
     return images * lam + images[perm] * (1 - lam)
 
 
-@MIXERS.register("none")
-class NoMix(Mixer):
-    """No mixing."""
-
-    def __init__(self, class_counts: Sequence[int]) -> None:
-        super().__init__(class_counts)
-
-
-@MIXERS.register("mixup")
-class MixUp(Mixer):
-    """Input mixup (Zhang et al. 2018): x = lam * x + (1 - lam) * x[perm], lam ~ Beta(alpha, alpha) per batch."""
+class BetaMixer(Mixer):
+    """A mixer with one lambda ~ Beta(alpha, alpha) per batch (every mixer but the identity)."""
 
     def __init__(self, class_counts: Sequence[int], *, alpha: float = 1.0) -> None:
         super().__init__(class_counts)
         _check_alpha(alpha)
         self.alpha = alpha
 
+    def draw_pairing(self, labels: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """This batch's lambda (a device scalar) and the permutation that pairs sample i with perm[i]."""
+        lam = _draw_lambda(self.alpha, generator, labels.device)
+        return lam, _pair(labels, generator)
+
+
+@MIXERS.register("none")
+class NoMix(Mixer):
+    """No mixing."""
+
+
+@MIXERS.register("mixup")
+class MixUp(BetaMixer):
+    """Input mixup (Zhang et al. 2018): x = lam * x + (1 - lam) * x[perm], lam ~ Beta(alpha, alpha) per batch."""
+
     def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> MixedBatch:
-        lam = _draw_lambda(self.alpha, generator, images.device)
-        perm = _pair(labels, generator)
+        lam, perm = self.draw_pairing(labels, generator)
         weight = lam.expand(labels.numel())
         return MixedBatch(_mix_images(images, perm, lam), labels, labels[perm], weight)
 
 
 @MIXERS.register("manifold_mixup")
-class ManifoldMixup(Mixer):
+class ManifoldMixup(BetaMixer):
     """Manifold mixup (Verma et al. 2019): mix hidden activations at ``location`` instead of the pixels.
 
     ``stage1``..``stage3`` (``stage4`` on four-stage backbones) mix after that backbone stage, before FCC;
@@ -180,9 +185,7 @@ class ManifoldMixup(Mixer):
     """
 
     def __init__(self, class_counts: Sequence[int], *, alpha: float = 1.0, location: Location = "pool") -> None:
-        super().__init__(class_counts)
-        _check_alpha(alpha)
-        self.alpha = alpha
+        super().__init__(class_counts, alpha=alpha)
         self.location = location
 
     def bind(self, *, model: nn.Module | None = None, loader: Any = None) -> None:
@@ -197,8 +200,7 @@ class ManifoldMixup(Mixer):
                               f"(use stage1..stage{len(stages)}, pool or logits)")
 
     def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> MixedBatch:
-        lam = _draw_lambda(self.alpha, generator, images.device)
-        perm = _pair(labels, generator)
+        lam, perm = self.draw_pairing(labels, generator)
         weight = lam.expand(labels.numel())
         return MixedBatch(images, labels, labels[perm], weight, FeatureMix(self.location, lam, perm))
 
@@ -220,25 +222,23 @@ def remix_weights(lam: Tensor, counts_a: Tensor, counts_b: Tensor, kappa: float,
 
 
 @MIXERS.register("remix")
-class Remix(Mixer):
+class Remix(BetaMixer):
     """Remix: mixup images, but labels favour the minority class; the weights are used per sample."""
 
     def __init__(self, class_counts: Sequence[int], *, alpha: float = 1.0, kappa: float = 3.0,
                  tau: float = 0.5) -> None:
-        super().__init__(class_counts)
-        _check_alpha(alpha)
+        super().__init__(class_counts, alpha=alpha)
         if not kappa > 0:
             raise ConfigError(f"mix.params.kappa: expected a count ratio > 0, got {kappa}")
         if not 0 <= tau <= 1:
             raise ConfigError(f"mix.params.tau: expected a pixel share in [0, 1], got {tau}")
-        self.alpha, self.kappa, self.tau = alpha, kappa, tau
+        self.kappa, self.tau = kappa, tau
         self._counts = torch.as_tensor(self.class_counts, dtype=torch.float64)
 
     def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> MixedBatch:
         if self._counts.device != labels.device:
             self._counts = self._counts.to(labels.device)
-        lam = _draw_lambda(self.alpha, generator, images.device)
-        perm = _pair(labels, generator)
+        lam, perm = self.draw_pairing(labels, generator)
         labels_b = labels[perm]
         weight = remix_weights(lam, self._counts[labels], self._counts[labels_b], self.kappa, self.tau)
         return MixedBatch(_mix_images(images, perm, lam), labels, labels_b, weight)
@@ -269,24 +269,18 @@ def cutmix_box(lam: Tensor, height: int, width: int, generator: torch.Generator)
 
 
 @MIXERS.register("cutmix")
-class CutMix(Mixer):
+class CutMix(BetaMixer):
     """CutMix (Yun et al. 2019): paste a box of x[perm] covering about 1 - lam of the image, lam ~ Beta."""
 
-    def __init__(self, class_counts: Sequence[int], *, alpha: float = 1.0) -> None:
-        super().__init__(class_counts)
-        _check_alpha(alpha)
-        self.alpha = alpha
-
     def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> MixedBatch:
-        lam = _draw_lambda(self.alpha, generator, images.device)
-        perm = _pair(labels, generator)
+        lam, perm = self.draw_pairing(labels, generator)
         mask, kept = cutmix_box(lam, images.shape[-2], images.shape[-1], generator)
         mixed = torch.where(mask, images[perm], images)
         return MixedBatch(mixed, labels, labels[perm], kept.expand(labels.numel()))
 
 
 @MIXERS.register("bilateral")
-class BilateralMix(Mixer):
+class BilateralMix(BetaMixer):
     """BBN-style bilateral mix: each image of the batch (the instance stream) is mixed with an image drawn
     by the reverse sampler (p_c proportional to n_max / n_c), lam ~ Beta(alpha, alpha) per batch.
 
@@ -296,9 +290,7 @@ class BilateralMix(Mixer):
     """
 
     def __init__(self, class_counts: Sequence[int], *, alpha: float = 1.0) -> None:
-        super().__init__(class_counts)
-        _check_alpha(alpha)
-        self.alpha = alpha
+        super().__init__(class_counts, alpha=alpha)
         self.source: BatchSource | None = None
 
     def bind(self, *, model: nn.Module | None = None, loader: Any = None) -> None:
