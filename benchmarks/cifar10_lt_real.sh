@@ -4,6 +4,8 @@
 # thread each. Results: `fcc report runs/real/*` (docs/results.md records them).
 #
 #   bash benchmarks/cifar10_lt_real.sh [EPOCHS] [METHOD ...]      e.g. 30 ce bsce_drw ldam_drw
+#
+# AMP=off runs in fp32 (bf16 autocast is fast only on CPUs with AVX512-BF16/AMX; elsewhere use AMP=off).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 epochs=${1:-30}
@@ -18,7 +20,7 @@ for m in "${methods[@]}"; do
     out=runs/real/e${epochs}_${variant}
     [ -f "$out/eval.json" ] && continue
     OMP_NUM_THREADS=1 fcc train "configs/cifar10_lt/${variant}.yaml" "data.root=$root" "train.epochs=$epochs" \
-      train.amp=bf16 train.eval_every=5 train.progress=false "out=$out" --overwrite >"$out.log" 2>&1 &
+      "train.amp=${AMP:-bf16}" train.eval_every=5 train.progress=false "out=$out" --overwrite >"$out.log" 2>&1 &
   done
   wait
 done
