@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import yaml
 
-from fcc.errors import ConfigError
+from fcc.errors import ConfigError, read_input_text
 from fcc.typecheck import coerce, suggest
 
 log = logging.getLogger("fcc")
@@ -276,12 +276,7 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if resolved in _seen:
         chain = " -> ".join(str(p) for p in (*_seen, resolved))
         raise ConfigError(f"{path}: circular 'base' chain: {chain}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except (OSError, ValueError) as err:  # ValueError includes UnicodeDecodeError
-        raise ConfigError(f"{path}: cannot read config file: {err}") from None
+    text = read_input_text(path, "config file", ConfigError)
     data = _parse_yaml(text, f"{path}: not valid YAML")
     if data is None:
         data = {}

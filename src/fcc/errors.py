@@ -5,6 +5,8 @@ Anything else escaping the CLI is a bug in fcc, so it keeps its traceback.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class FccError(Exception):
     """Base class of every error whose message is written for the user."""
@@ -32,3 +34,23 @@ class TrainingError(FccError):
 
 class OutputError(FccError):
     """The run directory cannot be written (permissions, full disk); names the path."""
+
+
+def read_input(path: str | Path, what: str, error: type[FccError] = DataError) -> bytes:
+    """The bytes of an input file the user named; a missing or unreadable one raises ``error`` that names
+    the path and what the file was meant to be (``what``, e.g. "annotation file")."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except OSError as err:
+        raise error(f"{path}: cannot read {what}: {err.strerror or err}") from None
+
+
+def read_input_text(path: str | Path, what: str, error: type[FccError] = DataError) -> str:
+    """``read_input`` decoded as UTF-8; undecodable bytes raise ``error`` as well."""
+    data = read_input(path, what, error)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: cannot read {what}: not UTF-8 text ({err})") from None

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from fcc.config import deep_merge, from_dict, validate
-from fcc.errors import ConfigError
+from fcc.errors import ConfigError, read_input_text
 
 # The original's defaults (lib/config/default.py of the FCC code): what an unset key means there.
 ORIGINAL_DEFAULTS: dict[str, Any] = {
@@ -401,11 +401,10 @@ def convert(original: dict[str, Any], source: str = "original config") -> tuple[
 
 def import_config(path: Path) -> tuple[str, list[str]]:
     """The fcc YAML text (validated) for an original config file, and the notes it carries."""
+    text = read_input_text(path, "original config", ConfigError)
     try:
-        original = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"original config not found: {path}") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        original = yaml.safe_load(text)
+    except yaml.YAMLError as err:
         raise ConfigError(f"{path}: cannot read it as YAML: {err}") from None
     mapping, notes = convert(original or {}, str(path))
     cfg = from_dict(mapping, f"{path} (imported)")

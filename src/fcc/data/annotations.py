@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from fcc.checkpoint import atomic_write_bytes
-from fcc.errors import DataError
+from fcc.errors import DataError, read_input
 
 REQUIRED_KEYS = ("image_id", "fpath", "category_id")
 SIZE_KEYS = ("im_height", "im_width")
@@ -119,12 +119,7 @@ def _is_int(value: Any) -> bool:
 def load_json(path: str | Path) -> dict[str, Any]:
     """The raw JSON object of an annotation file; DataError if it cannot be read or is not an object."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: annotation file not found") from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot read annotation file: {err.strerror or err}") from None
+    data = read_input(path, "annotation file")
     try:
         raw = json.loads(data)
     except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors

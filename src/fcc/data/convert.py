@@ -29,7 +29,7 @@ from fcc.data.annotations import (
     write_json,
 )
 from fcc.data.cifar import long_tail_counts
-from fcc.errors import ConfigError, DataError
+from fcc.errors import ConfigError, DataError, read_input_text
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -140,12 +140,7 @@ def convert_tfrecords(input_dir: Path, out_dir: Path, prefix: str | None = None,
 
 def read_list(path: Path) -> tuple[list[str], np.ndarray]:
     """A split list of "relative/path label" lines (the ImageNet-LT / iNat18 release format)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: split list not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: cannot read split list: {err}") from None
+    text = read_input_text(path, "split list")
     paths, labels = [], []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fcc.errors import DataError
+from fcc.errors import DataError, read_input
 
 _POLY = 0x82F63B78  # CRC32C, reflected
 _MASK_DELTA = 0xA282EAD8
@@ -85,12 +85,7 @@ def mask(crc: int | np.ndarray) -> int | np.ndarray:
 def read_records(path: str | Path, verify: bool = True) -> list[bytes]:
     """All records of a TFRecord file, with both checksums of every record verified."""
     path = Path(path)
-    try:
-        blob = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: TFRecord file not found") from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot read: {err.strerror or err}") from None
+    blob = read_input(path, "TFRecord file")
     headers: list[bytes] = []
     header_crcs: list[int] = []
     records: list[bytes] = []
