@@ -119,10 +119,6 @@ class ReSampler(Sampler):
 class ClassBalancedSampler(ReSampler):
     """Uniform over classes, then uniform over the class's images (p_c = 1/C)."""
 
-    def __init__(self, labels: Tensor, num_classes: int, epochs: int | None = None, *,
-                 drs_start_epoch: int | None = None) -> None:
-        super().__init__(labels, num_classes, epochs, drs_start_epoch=drs_start_epoch)
-
     def class_probs(self, epoch: int) -> Tensor:
         return self.present.double()
 
@@ -130,10 +126,6 @@ class ClassBalancedSampler(ReSampler):
 @SAMPLERS.register("square_root")
 class SquareRootSampler(ReSampler):
     """p_c proportional to sqrt(n_c): between instance (n_c) and class-balanced (1) sampling."""
-
-    def __init__(self, labels: Tensor, num_classes: int, epochs: int | None = None, *,
-                 drs_start_epoch: int | None = None) -> None:
-        super().__init__(labels, num_classes, epochs, drs_start_epoch=drs_start_epoch)
 
     def class_probs(self, epoch: int) -> Tensor:
         return self.counts64.sqrt()
@@ -166,10 +158,6 @@ class ProgressiveSampler(ReSampler):
 @SAMPLERS.register("reverse")
 class ReverseSampler(ReSampler):
     """p_c proportional to n_max / n_c (BBN's reversed sampler): the rarer the class, the more often."""
-
-    def __init__(self, labels: Tensor, num_classes: int, epochs: int | None = None, *,
-                 drs_start_epoch: int | None = None) -> None:
-        super().__init__(labels, num_classes, epochs, drs_start_epoch=drs_start_epoch)
 
     def class_probs(self, epoch: int) -> Tensor:
         return reverse_probs(self.counts64)
