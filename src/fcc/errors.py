@@ -43,8 +43,8 @@ def read_input(path: str | Path, what: str, error: type[FccError] = DataError) -
         return Path(path).read_bytes()
     except FileNotFoundError:
         raise error(f"{path}: {what} not found") from None
-    except OSError as err:
-        raise error(f"{path}: cannot read {what}: {err.strerror or err}") from None
+    except (OSError, ValueError) as err:  # ValueError: a path the OS cannot take (an embedded NUL)
+        raise error(f"{path}: cannot read {what}: {getattr(err, 'strerror', None) or err}") from None
 
 
 def read_input_text(path: str | Path, what: str, error: type[FccError] = DataError) -> str:
