@@ -167,3 +167,17 @@ def test_fcc_only_where_the_combiner_ran_it() -> None:
 def test_what_cannot_be_imported_is_named(changes: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         convert(base(**changes))
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("TRAIN:\n  BATCH_SIZE: !!int abc\n", "not valid YAML: ValueError"),  # PyYAML raises ValueError here
+    ("TRAIN: [unclosed\n", "not valid YAML"),
+    (b"NAME: caf\xe9\n", "cannot read original config: not UTF-8"),
+])
+def test_unreadable_original_files_are_config_errors(text: str | bytes, message: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "original.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    assert main(["import-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and message in err and "Traceback" not in err

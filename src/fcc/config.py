@@ -252,7 +252,7 @@ def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
-def _parse_yaml(text: str, what: str) -> Any:
+def parse_yaml(text: str, what: str) -> Any:
     """yaml.safe_load, with every failure as a ConfigError.
 
     PyYAML raises more than YAMLError on bad input: ValueError for an impossible date ("2001-02-30") or
@@ -277,7 +277,7 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         chain = " -> ".join(str(p) for p in (*_seen, resolved))
         raise ConfigError(f"{path}: circular 'base' chain: {chain}")
     text = read_input_text(path, "config file", ConfigError)
-    data = _parse_yaml(text, f"{path}: not valid YAML")
+    data = parse_yaml(text, f"{path}: not valid YAML")
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -301,7 +301,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*", key):
         raise ConfigError(f"override {text!r}: {key!r} is not a dotted key such as train.epochs")
-    value = _parse_yaml(value_text, f"override {text!r}: value is not valid YAML") if value_text.strip() else None
+    value = parse_yaml(value_text, f"override {text!r}: value is not valid YAML") if value_text.strip() else None
     return key.split("."), value
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from fcc.config import deep_merge, from_dict, validate
+from fcc.config import deep_merge, from_dict, parse_yaml, validate
 from fcc.errors import ConfigError, read_input_text
 
 # The original's defaults (lib/config/default.py of the FCC code): what an unset key means there.
@@ -99,7 +99,7 @@ def _literal(value: Any) -> Any:
     if isinstance(value, str):
         try:
             return ast.literal_eval(value)
-        except (ValueError, SyntaxError):
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # not a literal: a plain string
             return value
     if isinstance(value, dict):
         return {k: _literal(v) for k, v in value.items()}
@@ -401,11 +401,7 @@ def convert(original: dict[str, Any], source: str = "original config") -> tuple[
 
 def import_config(path: Path) -> tuple[str, list[str]]:
     """The fcc YAML text (validated) for an original config file, and the notes it carries."""
-    text = read_input_text(path, "original config", ConfigError)
-    try:
-        original = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: cannot read it as YAML: {err}") from None
+    original = parse_yaml(read_input_text(path, "original config", ConfigError), f"{path}: not valid YAML")
     mapping, notes = convert(original or {}, str(path))
     cfg = from_dict(mapping, f"{path} (imported)")
     validate(cfg)
