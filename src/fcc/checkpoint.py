@@ -74,6 +74,11 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
     _fsync_dir(path.parent)
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """``atomic_write_bytes`` of ``text`` encoded as UTF-8 (configs, JSON, CSV, reports)."""
+    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
+
+
 def remove_stale_temps(folder: Path) -> list[Path]:
     """Delete temporary files a killed process left behind in ``folder``; returns what was removed."""
     removed = []

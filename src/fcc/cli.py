@@ -117,12 +117,12 @@ def cmd_data_cam_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_import_config(args: argparse.Namespace) -> int:
-    from fcc.checkpoint import atomic_write_bytes
+    from fcc.checkpoint import atomic_write_text
     from fcc.importer import import_config
 
     text, notes = import_config(Path(args.original))
     if args.out:
-        atomic_write_bytes(Path(args.out), lambda f: f.write(text.encode()))
+        atomic_write_text(Path(args.out), text)
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
         print(f"wrote {args.out}; train it with: fcc train {args.out}")

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from fcc.checkpoint import atomic_write_bytes, load_checkpoint, load_model_state, run_checkpoint
+from fcc.checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, load_model_state, run_checkpoint
 from fcc.config import Config
 from fcc.data.build import build_eval_loader, build_splits
 from fcc.data.datasets import DataSplits
@@ -70,7 +70,7 @@ def run_feature_stats(model: nn.Module, loader: EvalLoader, num_classes: int, ct
 
 def write_json(path: Path, data: Any) -> None:
     text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+    atomic_write_text(path, text)
 
 
 def write_confusion(run_dir: Path, stem: str, confusion: Tensor, class_names: Sequence[str],
@@ -84,7 +84,7 @@ def write_confusion(run_dir: Path, stem: str, confusion: Tensor, class_names: Se
     ]
     csv_path = run_dir / f"{stem}.csv"
     text = "\n".join(rows) + "\n"
-    atomic_write_bytes(csv_path, lambda f: f.write(text.encode()))
+    atomic_write_text(csv_path, text)
     written.append(csv_path.name)
     if len(class_names) <= png_max_classes:
         png_path = run_dir / f"{stem}.png"

@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
-from fcc.checkpoint import atomic_write_bytes, load_checkpoint, load_model_state, run_checkpoint
+from fcc.checkpoint import atomic_write_text, load_checkpoint, load_model_state, run_checkpoint
 from fcc.config import Config
 from fcc.data.augment import Normalize
-from fcc.data.cifar import CIFAR_MEAN, CIFAR_STD
+from fcc.data.cifar import cifar_mean_std
 from fcc.data.image_loader import WorkerEvalLoader
 from fcc.data.images import CenterResizeCrop, ImageFiles, eval_transform, image_mean_std, workers_for
 from fcc.distributed import resolve_device
@@ -51,7 +51,7 @@ def collect_images(inputs: Iterable[str]) -> list[str]:
 def _transform_and_normalisation(cfg: Config) -> tuple[CenterResizeCrop, Sequence[float], Sequence[float]]:
     d = cfg.data
     if d.dataset in ("cifar10", "cifar100"):
-        return CenterResizeCrop(32, 1.0, d.jpeg_draft), d.mean or CIFAR_MEAN, d.std or CIFAR_STD
+        return CenterResizeCrop(32, 1.0, d.jpeg_draft), *cifar_mean_std(d)
     mean, std = image_mean_std(d)
     return eval_transform(d), mean, std
 
@@ -100,4 +100,4 @@ def write_csv(rows: Sequence[dict[str, Any]], out: Path) -> None:
         for c, n, p in zip(row["classes"], row["names"], row["probs"]):
             cells += [c, n, f"{p:.6f}"]
         writer.writerow(cells)
-    atomic_write_bytes(out, lambda f: f.write(buf.getvalue().encode()))
+    atomic_write_text(out, buf.getvalue())

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from fcc import __version__
 from fcc.checkpoint import (
     atomic_write_bytes,
+    atomic_write_text,
     load_checkpoint,
     load_model_state,
     lock_run_dir,
@@ -135,7 +136,7 @@ class Trainer:
             prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
             if not resume:
                 text = cfg.dump()
-                atomic_write_bytes(self.run_dir / "config.yaml", lambda f: f.write(text.encode()))
+                atomic_write_text(self.run_dir / "config.yaml", text)
         barrier(self.ctx)
 
         # rank 0 first: a download or extraction happens once, and the other ranks find it done
@@ -345,7 +346,7 @@ class Trainer:
             except json.JSONDecodeError:
                 continue  # a line cut short by a kill
         text = "".join(line + "\n" for line in kept)
-        atomic_write_bytes(path, lambda f: f.write(text.encode()))
+        atomic_write_text(path, text)
 
     # ----------------------------------------------------------------------------------- signals
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from fcc.checkpoint import atomic_write_bytes
+from fcc.checkpoint import atomic_write_text
 from fcc.errors import DataError, read_input
 
 REQUIRED_KEYS = ("image_id", "fpath", "category_id")
@@ -236,7 +236,7 @@ def read_annotations(path: str | Path) -> Annotations:
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
     """Write a JSON object atomically: a crash never leaves a half-written annotation file."""
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    atomic_write_bytes(Path(path), lambda f: f.write(text.encode("utf-8") + b"\n"))
+    atomic_write_text(Path(path), text + "\n")
 
 
 def write_annotations(path: str | Path, annotations: Annotations) -> None:

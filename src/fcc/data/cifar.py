@@ -258,6 +258,11 @@ def _to_dataset(images: np.ndarray, labels: np.ndarray, source: str) -> ArrayDat
     return ArrayDataset(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels), source)
 
 
+def cifar_mean_std(cfg: DataConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The normalisation of a CIFAR run: ``data.mean`` / ``data.std`` when set, else the CIFAR statistics."""
+    return tuple(cfg.mean or CIFAR_MEAN), tuple(cfg.std or CIFAR_STD)
+
+
 def build_cifar(cfg: DataConfig, key: str) -> DataSplits:
     spec = SPECS[key]
     folder = locate(spec, Path(cfg.root).expanduser(), cfg.download)
@@ -275,6 +280,7 @@ def build_cifar(cfg: DataConfig, key: str) -> DataSplits:
         raise DataError(f"{folder} (training files {', '.join(n for n, _ in spec.train_files)}): {err}") from None
     name = f"{spec.name}-LT (IF {cfg.imbalance_factor:g})" if cfg.imbalance_factor > 1 else spec.name
     val = _to_dataset(x_train[val_idx], y_train[val_idx], f"{folder} (val)") if len(val_idx) else None
+    mean, std = cifar_mean_std(cfg)
     return DataSplits(
         name=name,
         num_classes=spec.num_classes,
@@ -282,8 +288,8 @@ def build_cifar(cfg: DataConfig, key: str) -> DataSplits:
         test=_to_dataset(x_test, y_test, f"{folder} (test)"),
         val=val,
         class_names=read_class_names(folder, spec),
-        mean=tuple(cfg.mean or CIFAR_MEAN),
-        std=tuple(cfg.std or CIFAR_STD),
+        mean=mean,
+        std=std,
     )
 
 
