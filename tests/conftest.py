@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from cifar_fixtures import write_cifar10, write_cifar100
+
+# The source tree under test: subprocesses import fcc from here, whatever their working directory holds
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment of a child process (fcc train, torchrun workers): it imports the fcc of this tree
+    (PYTHONPATH = the absolute src path), single-threaded and unbuffered, plus ``extra``."""
+    path = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "PYTHONUNBUFFERED": "1", **extra}
+
 
 # A 6n+2 = 8-layer CIFAR ResNet with 4/8/16 channels: the same code path as ResNet-32, ~100x cheaper.
 TINY_MODEL = ["model.backbone=resnet_cifar", "model.backbone_params={depth: 8, width: 4}"]

@@ -48,7 +48,7 @@ def count_allreduces(trainer: Any, counter: list[int]) -> None:
         counter[0] += 1
         return allreduce_hook(state, bucket)
 
-    trainer.model.register_comm_hook(None, hook)  # type: ignore[operator]
+    trainer.forward.register_comm_hook(None, hook)  # type: ignore[operator]
 
 
 def main(spec_path: str) -> int:

@@ -65,7 +65,7 @@ def test_draw_sources_takes_each_class_from_its_own_images() -> None:
 def test_class_activation_maps_by_hand() -> None:
     torch.manual_seed(0)
     cfg = load_config(STAGE1, ["model.backbone=resnet_cifar", "model.backbone_params={depth: 8, width: 4}"])
-    net = build_network(cfg, [10] * 10).eval()
+    net = build_network(cfg, 10).eval()
     x = torch.randn(3, 3, 32, 32)
     y = torch.tensor([4, 0, 9])
     with torch.no_grad():
@@ -215,7 +215,7 @@ def test_generate_and_train_stage2(stage1: Path, cifar10_root: Path, tmp_path: P
     assert changed_any > 0
     # same seed, same images (whatever the batch size); a non-empty folder is refused
     from fcc.cam import generate
-    from fcc.train import load_run_config
+    from fcc.runs import load_run_config
 
     with pytest.raises(OutputError, match="not empty"):
         generate(stage1, cam, cfg=load_run_config(stage1))
@@ -230,7 +230,7 @@ def test_generate_and_train_stage2(stage1: Path, cifar10_root: Path, tmp_path: P
         cifar10_root, out, f"model.init_from={stage1}/checkpoints/last.pt",
         f"data.extra_train_json={cam / 'cam_train.json'}", "train.epochs=1", "train.milestones=[]"))
     trainer = Trainer(cfg)
-    assert trainer.class_counts == [66] * 10
+    assert trainer.stats.sampled_counts == (66,) * 10
     assert len(trainer.splits.train) == 660
     trainer.fit()
     assert (out / "eval.json").exists()
@@ -267,7 +267,7 @@ def test_image_file_dataset(loader: str, tmp_path: Path) -> None:
     stage1 = tmp_path / "stage1"
     Trainer(load_config(STAGE1, tiny_run_overrides(tmp_path, stage1, *data))).save("last")
     from fcc.cam import generate
-    from fcc.train import load_run_config
+    from fcc.runs import load_run_config
 
     done = generate(stage1, tmp_path / "cam", cfg=load_run_config(stage1), cap=5)
     assert done["new_counts"] == [0, 5, 5]  # capped: none for the class of >= 5 images
@@ -278,7 +278,7 @@ def test_image_file_dataset(loader: str, tmp_path: Path) -> None:
                                                  f"data.extra_train_json={done['json']}", "train.epochs=1",
                                                  "train.milestones=[]"))
     trainer = Trainer(cfg)
-    assert trainer.class_counts == [8, 9, 7]
+    assert trainer.stats.sampled_counts == (8, 9, 7)
     assert type(trainer.splits.train).__name__ == ("ImageFiles" if loader == "workers" else "ArrayDataset")
     trainer.fit()
     assert (tmp_path / "stage2" / "eval.json").exists()

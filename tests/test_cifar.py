@@ -82,8 +82,8 @@ def test_subset_is_the_original_seeded_per_class_shuffle() -> None:
 
 def test_built_splits(cifar10_root: Path) -> None:
     splits = build_cifar(DataConfig(root=str(cifar10_root), imbalance_factor=10, val_per_class=5), "cifar10")
-    assert splits.class_counts == [55, *long_tail_counts(10, 10, 60)[1:]]  # the head gives 5 to val
-    assert splits.train.images.shape == (sum(splits.class_counts), 3, 32, 32)
+    assert list(splits.stats.train_counts) == [55, *long_tail_counts(10, 10, 60)[1:]]  # the head gives 5 to val
+    assert splits.train.images.shape == (sum(list(splits.stats.train_counts)), 3, 32, 32)
     assert len(splits.test) == 100 and splits.val is not None and len(splits.val) == 50
     assert splits.class_names[:2] == ["airplane", "automobile"]
     # the pixel rows come through unchanged: image 0 of data_batch_1 as (3, 32, 32) planes
@@ -99,12 +99,12 @@ def test_built_splits(cifar10_root: Path) -> None:
 def test_str_keys_accepted(tmp_path: Path) -> None:
     write_cifar10(tmp_path, per_class_train=10, per_class_test=2, bytes_keys=False)
     splits = build_cifar(DataConfig(root=str(tmp_path), imbalance_factor=1), "cifar10")
-    assert splits.class_counts == [10] * 10 and splits.class_names[-1] == "truck"
+    assert list(splits.stats.train_counts) == [10] * 10 and splits.class_names[-1] == "truck"
 
 
 def test_cifar100_fine_labels(cifar100_root: Path) -> None:
     splits = build_cifar(DataConfig(root=str(cifar100_root), imbalance_factor=5), "cifar100")
-    assert splits.num_classes == 100 and splits.class_counts == long_tail_counts(100, 5, 10)
+    assert splits.num_classes == 100 and list(splits.stats.train_counts) == long_tail_counts(100, 5, 10)
     assert len(splits.test) == 200 and splits.class_names[7] == "class7"
 
 
@@ -145,10 +145,10 @@ def test_download_verify_extract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     root = tmp_path / "data"
     splits = build_cifar(DataConfig(root=str(root), imbalance_factor=2), "cifar10")
     assert (root / "cifar-10-python.tar.gz").is_file() and (root / "cifar-10-batches-py" / "test_batch").is_file()
-    assert splits.class_counts == long_tail_counts(10, 2, 10)
+    assert list(splits.stats.train_counts) == long_tail_counts(10, 2, 10)
     # a second build uses the extracted folder (the URL is not needed any more)
     monkeypatch.setitem(cifar.SPECS, "cifar10", dataclasses.replace(cifar.SPECS["cifar10"], url="http://0.0.0.0:9/x"))
-    assert build_cifar(DataConfig(root=str(root), imbalance_factor=2), "cifar10").class_counts == splits.class_counts
+    assert build_cifar(DataConfig(root=str(root), imbalance_factor=2), "cifar10").stats == splits.stats
 
 
 def test_download_with_wrong_checksum_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,7 @@ from fcc.data.build import build_splits
 from fcc.distill import load_teacher
 from fcc.errors import CheckpointError, ConfigError
 from fcc.models import build_network
-from fcc.train import Trainer, unwrap
+from fcc.train import Trainer
 
 CFG = "configs/cifar10_lt/ce_if100.yaml"
 WIDE = "model.backbone_params={depth: 8, width: 8}"  # the teacher: another architecture than the student
@@ -43,14 +43,14 @@ def student_overrides(root: Path, out: Path, teacher: Path | str, *extra: str) -
 def test_teacher_is_rebuilt_from_its_own_run(teacher_run: Path, cifar10_root: Path, tmp_path: Path) -> None:
     cfg = load_config(CFG, student_overrides(cifar10_root, tmp_path / "s", teacher_run))
     splits = build_splits(cfg)
-    teacher = load_teacher(str(teacher_run), splits, "cpu")
+    teacher = load_teacher(str(teacher_run), splits.num_classes, "cpu")
     saved = torch.load(teacher_run / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert teacher.backbone.out_channels == 32  # width 8 -> 8/16/32 channels, not the student's 16
     assert all(torch.equal(v, saved[k]) for k, v in teacher.state_dict().items())
-    assert not teacher.training and teacher.compression is None
+    assert not teacher.training
     assert not any(p.requires_grad for p in teacher.parameters())
     # a checkpoint file works too, and the same weights come back
-    again = load_teacher(str(teacher_run / "checkpoints" / "last.pt"), splits, "cpu")
+    again = load_teacher(str(teacher_run / "checkpoints" / "last.pt"), splits.num_classes, "cpu")
     x = torch.randn(3, 3, 32, 32)
     assert torch.equal(again(x), teacher(x))
 
@@ -62,21 +62,21 @@ def test_bare_state_dict_teacher_uses_its_run_config(teacher_run: Path, cifar10_
     state = torch.load(teacher_run / "checkpoints" / "last.pt", weights_only=True)["model"]
     torch.save(state, run / "checkpoints" / "last.pt")
     splits = build_splits(load_config(CFG, student_overrides(cifar10_root, tmp_path / "s", run)))
-    assert load_teacher(str(run), splits, "cpu").backbone.out_channels == 32
+    assert load_teacher(str(run), splits.num_classes, "cpu").backbone.out_channels == 32
     torch.save(state, tmp_path / "loose.pt")
-    with pytest.raises(CheckpointError, match="architecture is unknown"):
-        load_teacher(str(tmp_path / "loose.pt"), splits, "cpu")
+    with pytest.raises(CheckpointError, match="holds no config and is not inside a run directory"):
+        load_teacher(str(tmp_path / "loose.pt"), splits.num_classes, "cpu")
 
 
 def test_teacher_errors(teacher_run: Path, cifar10_root: Path, cifar100_root: Path, tmp_path: Path) -> None:
     cfg = load_config(CFG, student_overrides(cifar10_root, tmp_path / "s", teacher_run))
     splits = build_splits(cfg)
     with pytest.raises(CheckpointError, match=r"distill\.teacher: checkpoint not found"):
-        load_teacher(str(tmp_path / "nowhere"), splits, "cpu")
+        load_teacher(str(tmp_path / "nowhere"), splits.num_classes, "cpu")
     c100 = build_splits(load_config("configs/cifar100_lt/ce_if100.yaml",
                                     [f"data.root={cifar100_root}", "data.imbalance_factor=5"]))
     with pytest.raises(CheckpointError, match=r"trained for 10 classes.*has 100"):
-        load_teacher(str(teacher_run), c100, "cpu")
+        load_teacher(str(teacher_run), c100.num_classes, "cpu")
     with pytest.raises(ConfigError, match="distils from a teacher"):
         Trainer(load_config(CFG, tiny_run_overrides(cifar10_root, tmp_path / "x", "loss.name=dive")))
 
@@ -85,37 +85,36 @@ def test_student_loss_equals_a_float64_recomputation(teacher_run: Path, cifar10_
     cfg = load_config(CFG, student_overrides(cifar10_root, tmp_path / "student", teacher_run))
     trainer = Trainer(cfg)
     captured: dict[str, Any] = {}
-    real = trainer.objective
+    real = trainer.step.objective
 
     def spy(images: torch.Tensor, labels: torch.Tensor, epoch: int, gen: torch.Generator) -> Any:
         if not captured:
             captured.update(images=images.clone(), labels=labels.clone(),
-                            student=copy.deepcopy(unwrap(trainer.model)))
+                            student=copy.deepcopy(trainer.model))
             out = real(images, labels, epoch, gen)
             captured["loss"] = float(out.loss.detach())
             return out
         return real(images, labels, epoch, gen)
 
-    trainer.objective = spy  # type: ignore[assignment]
+    trainer.step.objective = spy  # type: ignore[assignment]
     trainer.fit()
     assert trainer.teacher is not None and not trainer.teacher.training  # stayed frozen through training
 
     # independent teacher: the teacher run's own config and weights, built by hand
     tcfg = from_dict(torch.load(teacher_run / "checkpoints" / "last.pt", weights_only=True)["config"])
-    tcfg.fcc.enabled = False
-    teacher = build_network(tcfg, trainer.class_counts)
+    teacher = build_network(tcfg, trainer.stats.num_classes)
     teacher.load_state_dict(torch.load(teacher_run / "checkpoints" / "last.pt", weights_only=True)["model"])
     teacher.eval()
     x, y = captured["images"], captured["labels"]
     with torch.no_grad():
         zt = teacher(x).double()
-        zs = captured["student"].train()(x, labels=y, epoch=1).double()
+        zs = captured["student"].train()(x).double()
     T, alpha, p = 2.0, 0.5, 0.5
     q = torch.softmax(zt / T, dim=1) ** p
     q = q / q.sum(dim=1, keepdim=True)
     log_ps = torch.log_softmax(zs / T, dim=1)
     kl = (q * (q.log() - log_ps)).sum(dim=1).mean()
-    counts = torch.tensor(trainer.class_counts, dtype=torch.float64)
+    counts = torch.tensor(trainer.stats.train_counts, dtype=torch.float64)
     bsce = torch.nn.functional.cross_entropy(zs + counts.log(), y)
     expected = alpha * T * T * float(kl) + (1 - alpha) * float(bsce)
     assert math.isclose(captured["loss"], expected, rel_tol=1e-4), (captured["loss"], expected)

@@ -2,7 +2,7 @@
 
 Why the comparisons are exact in principle: every rank draws the same global order, augmentation and
 mixing streams, and takes positions rank::world of each global batch; micro-batch i of a rank takes
-positions i::k of that (fcc.train.Trainer._step). With BatchNorm in training mode each rank normalises
+positions i::k of that (fcc.step.OptimizerStep). With BatchNorm in training mode each rank normalises
 with the statistics of its own half batch, so a 2-process run is compared with a 1-process run with
 ``grad_accum_steps: 2``, whose two micro-batches are exactly those halves: the same forward passes, and
 DDP's gradient average equals the weighted sum of the micro-batch gradients. Only BN's running
@@ -14,7 +14,6 @@ even the float reduction order the same (torchrun sets OMP_NUM_THREADS=1 for its
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_run_overrides
+from conftest import subprocess_env, tiny_run_overrides
 from fcc.checkpoint import load_checkpoint
 from fcc.config import load_config
 from fcc.data.augment import Normalize
@@ -30,9 +29,10 @@ from fcc.data.build import build_sampler, build_splits
 from fcc.data.loader import DeviceLoader
 from fcc.distributed import DistContext, in_turns
 from fcc.errors import ConfigError
-from fcc.evaluate import evaluate_run
+from fcc.eval_run import evaluate_run
 from fcc.registry import SAMPLERS
-from fcc.train import Trainer, load_run_config
+from fcc.runs import load_run_config
+from fcc.train import Trainer
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
@@ -82,7 +82,7 @@ def ddp_runs(cifar10_root: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     }
     spec = tmp / "spec.json"
     spec.write_text(json.dumps({"watch": str(runs), "jobs": list(jobs.values())}))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = subprocess_env()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            str(WORKER), str(spec)]
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
@@ -181,7 +181,8 @@ def test_write_watch_sees_writes(tmp_path: Path) -> None:
             f"from pathlib import Path; seen = []; root = Path({str(tmp_path)!r}); watch_writes(root, seen); "
             "(root / 'a.txt').write_text('x'); (root / 'd').mkdir(); (root / 'a.txt').replace(root / 'b.txt'); "
             "open(root / 'b.txt').read(); print(len(seen))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True,
+                         env=subprocess_env())
     assert out.stdout.strip() == "3"  # the write-open, the mkdir and the rename; not the read
 
 
@@ -209,7 +210,7 @@ def test_every_sampler_shards_global_batches_by_rank(cifar10_root: Path, tmp_pat
 
     def batches(rank: int, world: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         ctx = DistContext(rank=rank, world_size=world)
-        sampler = build_sampler(cfg, splits, ctx)
+        sampler = build_sampler(cfg, splits)
         loader = DeviceLoader(splits.train, 16, ctx.device, sampler=sampler, normalize=Normalize(splits.mean,
                               splits.std), seed=cfg.seed, rank=rank, world_size=world)
         return list(loader.epoch(3))
@@ -226,7 +227,7 @@ def test_every_sampler_shards_global_batches_by_rank(cifar10_root: Path, tmp_pat
 def frozen_bn_names(cfg_overrides: list[str]) -> list[str]:
     from fcc.models import build_network
 
-    net = build_network(load_config(None, cfg_overrides), [1] * 10)
+    net = build_network(load_config(None, cfg_overrides), 10)
     return [n for n, m in net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
 
 

@@ -11,6 +11,7 @@ import torch
 
 from conftest import tiny_run_overrides
 from fcc.cli import main
+from fcc.compression import build_compression
 from fcc.config import load_config
 from fcc.data.augment import Normalize
 from fcc.data.datasets import ArrayDataset
@@ -110,13 +111,13 @@ def test_fcc_with_cosine_head_warns() -> None:
     cfg = load_config(CFG, ["fcc.enabled=true", "model.head=cosine", "model.backbone=resnet_cifar",
                             "model.backbone_params={depth: 8, width: 4}"])
     with pytest.warns(UserWarning, match="FCC is a no-op"):
-        build_network(cfg, [5, 3, 2, 1, 1, 1, 1, 1, 1, 1])
+        build_compression(cfg, [10] * 10)
 
 
 def test_sweep_tallies_match_a_float64_recomputation() -> None:
     torch.manual_seed(0)
     cfg = load_config(CFG, ["model.backbone=resnet_cifar", "model.backbone_params={depth: 8, width: 4}"])
-    net = build_network(cfg, [10] * 10).eval()
+    net = build_network(cfg, 10).eval()
     with torch.no_grad():  # make the class norms very different so that tau changes predictions
         net.head.fc.weight.mul_(torch.logspace(0, 1.5, 10)[:, None])
     images = torch.randint(0, 256, (37, 3, 32, 32), dtype=torch.uint8)
@@ -177,7 +178,7 @@ def test_tau_sweep_refuses_test_selection_without_val(cifar10_root: Path, tmp_pa
     with pytest.raises(ConfigError, match="optimistic"):
         run_tau_sweep(out, cfg, [0.0, 1.0], select_on="test")
     assert main(["eval", str(out), "--tau-sweep", "0,1"]) == 2  # no val split: a clear error
-    assert "no 'val' split" in capsys.readouterr().err
+    assert "was trained without a validation split" in capsys.readouterr().err
     assert main(["eval", str(out), "--tau-sweep", "0,1", "--select-on", "test"]) == 0
     assert json.loads((out / "tau_sweep.json").read_text())["selected_on"] == "test"
     # a tau-normalised evaluation never overwrites the run's own eval.json

@@ -14,7 +14,8 @@ from fcc.config import load_config
 from fcc.distributed import DistContext
 from fcc.errors import ConfigError
 from fcc.precision import autocast_dtype, grad_scaler
-from fcc.train import Trainer, TrainingInterrupted, load_run_config
+from fcc.runs import load_run_config
+from fcc.train import Trainer, TrainingInterrupted
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -102,15 +103,15 @@ def test_fp16_with_scaler_resumes_to_identical_weights_and_scaler_state(cifar10_
 
 def test_fp16_overflow_skips_the_step_and_lowers_the_scale(cifar10_root: Path, tmp_path: Path) -> None:
     t = trainer(cifar10_root, tmp_path / "run", "train.amp=fp16")
-    t.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40)  # fp16 gradients overflow at 65504
+    t.step.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40)  # fp16 gradients overflow at 65504
     images, labels = next(iter(t.train_loader.epoch(1)))
     before = {k: v.clone() for k, v in t.model.named_parameters()}
-    out = t._step(images, labels, 1, 0)
+    out = t.step(images, labels, 1, 0, labels.numel())
     assert bool(torch.isfinite(out.loss))  # the loss itself is fine: only the scaled gradients overflowed
     assert all(torch.equal(before[k], v) for k, v in t.model.named_parameters())
-    assert t.scaler.get_scale() == 2.0 ** 39
-    t.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
-    t._step(images, labels, 1, 1)
+    assert t.step.scaler.get_scale() == 2.0 ** 39
+    t.step.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
+    t.step(images, labels, 1, 1, labels.numel())
     assert not torch.equal(before["head.fc.weight"], t.model.head.fc.weight)
 
 
@@ -123,8 +124,8 @@ def test_channels_last_model_and_batches_give_the_same_step(cifar10_root: Path, 
     assert images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous()
     ref_images, ref_labels = next(iter(ref.train_loader.epoch(1)))
     assert torch.equal(images, ref_images) and torch.equal(labels, ref_labels)  # same values, other layout
-    loss_cl = cl._step(images, labels, 1, 0).loss
-    loss_ref = ref._step(ref_images, ref_labels, 1, 0).loss
+    loss_cl = cl.step(images, labels, 1, 0, labels.numel()).loss
+    loss_ref = ref.step(ref_images, ref_labels, 1, 0, labels.numel()).loss
     torch.testing.assert_close(loss_cl, loss_ref, rtol=1e-5, atol=1e-6)
     # channels-last convolutions sum in another order: the updates (~1e-3 at lr 0.05) agree to ~1e-5
     for (name, p), q in zip(cl.model.named_parameters(), ref.model.parameters()):

@@ -15,7 +15,8 @@ from fcc.checkpoint import save_checkpoint
 from fcc.config import load_config
 from fcc.errors import CheckpointError, ConfigError, FccError
 from fcc.models import build_network
-from fcc.train import Trainer, load_run_config
+from fcc.runs import load_run_config
+from fcc.train import Trainer
 from test_reliability_support import env, inprocess_reference, one_thread, run_overrides
 
 SHORT = ["train.epochs=10", "train.milestones=[8]", "train.warmup_epochs=1"]
@@ -131,7 +132,7 @@ def test_cli_rejects_bad_values_before_training(
 def test_init_from_a_checkpoint_of_another_model_names_the_mismatch(cifar10_root: Path, tmp_path: Path) -> None:
     wider = load_config(None, run_overrides(cifar10_root, tmp_path / "x", "model.backbone_params={depth: 8, width: 8}"))
     ckpt = tmp_path / "wider.pt"
-    save_checkpoint({"model": build_network(wider, [10] * 10).state_dict()}, ckpt)
+    save_checkpoint({"model": build_network(wider, 10).state_dict()}, ckpt)
     cfg = load_config(None, run_overrides(cifar10_root, tmp_path / "run", f"model.init_from={ckpt}"))
     with pytest.raises(CheckpointError) as err:
         Trainer(cfg)
@@ -143,7 +144,7 @@ def test_init_from_a_checkpoint_of_another_model_names_the_mismatch(cifar10_root
 def test_init_from_a_checkpoint_with_other_classes_names_the_head(cifar10_root: Path, tmp_path: Path) -> None:
     cfg100 = load_config(None, run_overrides(cifar10_root, tmp_path / "x"))
     ckpt = tmp_path / "c100.pt"
-    save_checkpoint({"model": build_network(cfg100, [10] * 100).state_dict()}, ckpt)
+    save_checkpoint({"model": build_network(cfg100, 100).state_dict()}, ckpt)
     cfg = load_config(None, run_overrides(cifar10_root, tmp_path / "run", f"model.init_from={ckpt}"))
     with pytest.raises(CheckpointError, match=r"head\.fc\.weight: checkpoint \(100, 16\) vs model \(10, 16\)"):
         Trainer(cfg)

@@ -20,7 +20,8 @@ from fcc import checkpoint, cli
 from fcc.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from fcc.config import load_config
 from fcc.errors import OutputError
-from fcc.train import Trainer, load_run_config
+from fcc.runs import load_run_config
+from fcc.train import Trainer
 from test_reliability_support import assert_same_run, inprocess_reference, one_thread, run_overrides
 
 needs_dev_full = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
@@ -62,7 +63,8 @@ def test_run_directory_under_a_file_fails_before_any_data_or_training(
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file")
     out = blocker / "run"
-    import fcc.train
+    import fcc.run_dir
+    from fcc.errors import format_size
 
     monkeypatch.setattr(fcc.train, "build_splits", lambda cfg: pytest.fail("data was loaded"))
     assert cli.main(["train", *run_overrides(cifar10_root, out)]) == 2
@@ -103,20 +105,21 @@ def test_too_little_free_space_is_reported_before_training(
         cifar10_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from collections import namedtuple
 
-    import fcc.train
+    import fcc.run_dir
+    from fcc.errors import format_size
 
     state = Trainer(load_config(None, run_overrides(cifar10_root, tmp_path / "a"))).model.state_dict()
     stats = ("running_mean", "running_var", "num_batches_tracked")
     # a checkpoint of the tiny model: weights and their SGD momentum, plus the BN statistics
     size = sum(v.numel() * v.element_size() * (1 if k.endswith(stats) else 2) for k, v in state.items())
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(fcc.train.shutil, "disk_usage", lambda p: usage(10**9, 0, 2 * size - 1))
+    monkeypatch.setattr(fcc.run_dir.shutil, "disk_usage", lambda p: usage(10**9, 0, 2 * size - 1))
     out = tmp_path / "b"
-    with pytest.raises(OutputError, match=rf"^{out}: only .* MiB free, but a checkpoint takes about "
-                                          rf"{size / 2**20:.1f} MiB and is written next to the previous one"):
+    with pytest.raises(OutputError, match=rf"^{out}: only {format_size(2 * size - 1)} free, but a checkpoint "
+                                          rf"takes about {format_size(size)} and is written next to the previous one"):
         Trainer(load_config(None, run_overrides(cifar10_root, out)))
     assert not (out / "metrics.jsonl").exists()
-    monkeypatch.setattr(fcc.train.shutil, "disk_usage", lambda p: usage(10**9, 0, 2 * size))
+    monkeypatch.setattr(fcc.run_dir.shutil, "disk_usage", lambda p: usage(10**9, 0, 2 * size))
     Trainer(load_config(None, run_overrides(cifar10_root, tmp_path / "c")))  # exactly enough
 
 

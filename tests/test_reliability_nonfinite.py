@@ -61,7 +61,8 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(
     last = out / "checkpoints" / "last.pt"
     assert str(err.value) == (
         f"non-finite loss at epoch 2, step 4 of {STEPS_PER_EPOCH}; training stopped and the last good checkpoint "
-        f"{last} (resumes at epoch 2) is kept. Lower train.lr, check the data, or allow skipping with "
+        f"{last} (saved after epoch 1; every tensor finite) is kept. Lower train.lr, check the data, or allow "
+        "skipping with "
         "train.max_nonfinite_steps.")
     assert last.read_bytes() == snapshot["last"], "the end-of-epoch-1 checkpoint must be left as it was"
     state = torch.load(last, weights_only=True)
@@ -104,7 +105,7 @@ def test_skipped_steps_leave_weights_and_buffers_untouched(
     trainer.step_callback = watch
     trainer.fit()
     assert changed == {(1, 5): False, (2, 9): False}
-    assert trainer.nonfinite_skipped == 2
+    assert trainer.loop.nonfinite_skipped == 2
     lines = metrics(out)
     assert [m.get("nonfinite_skipped") for m in lines] == [1, 2]
     assert all(math.isfinite(m["train_loss"]) for m in lines)

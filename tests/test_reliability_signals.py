@@ -17,7 +17,9 @@ import pytest
 from fcc import cli
 from fcc.checkpoint import load_checkpoint
 from fcc.config import load_config
-from fcc.train import Trainer, TrainingInterrupted, load_run_config
+from fcc.runs import load_run_config
+from fcc.step import OptimizerStep
+from fcc.train import Trainer, TrainingInterrupted
 from test_reliability_support import (
     STEPS_PER_EPOCH,
     assert_same_run,
@@ -91,24 +93,24 @@ def test_cli_reports_a_signal_in_one_line_and_exits_128_plus_signum(
     """`fcc train` as the console script runs it (cli.main), with SIGTERM arriving in step 20."""
     reference = inprocess_reference(cifar10_root, tmp_path_factory)
     out = tmp_path / "run"
-    real_step = Trainer._step
+    real_step = OptimizerStep.__call__
     calls = []
 
-    def step_then_signal(self: Trainer, *args, **kwargs):
+    def step_then_signal(self: OptimizerStep, *args, **kwargs):
         result = real_step(self, *args, **kwargs)
         calls.append(1)
         if len(calls) == 20:
             os.kill(os.getpid(), signal.SIGTERM)
         return result
 
-    monkeypatch.setattr(Trainer, "_step", step_then_signal)
+    monkeypatch.setattr(OptimizerStep, "__call__", step_then_signal)
     assert cli.main(["train", *run_overrides(cifar10_root, out, epochs=3)]) == 128 + signal.SIGTERM
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]
     assert last == (f"error: stopped by SIGTERM; checkpoint saved, the run continues at epoch 2, step 5 with: "
                     f"fcc train --resume {out}")
     assert "Traceback" not in err
-    monkeypatch.setattr(Trainer, "_step", real_step)
+    monkeypatch.setattr(OptimizerStep, "__call__", real_step)
     assert cli.main(["train", "--resume", str(out)]) == 0
     assert_same_run(out, reference)
 

@@ -9,7 +9,6 @@ makes every process compute bit-identical results, which the equality checks rel
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 import torch
 
-from conftest import tiny_run_overrides
+from conftest import subprocess_env, tiny_run_overrides
 
 EPOCHS = 6
 STEPS_PER_EPOCH = 15  # 240 long-tailed fixture images (60 * 10^(-k/9) per class), batch 16, drop_last
@@ -60,7 +59,7 @@ def cached(key: Any, make: Callable[[], Any]) -> Any:
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess_env()
 
 
 def start(args: list[str], log: Path, script: Path | None = None) -> subprocess.Popen:

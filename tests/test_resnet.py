@@ -8,10 +8,12 @@ import pytest
 import torch
 from torch import nn
 
+from fcc.compression import build_compression
 from fcc.config import load_config
 from fcc.errors import ConfigError
 from fcc.models import build_network
 from fcc.models.resnet import BasicBlock, Bottleneck, ResNet
+from fcc.objective import TrainingForward
 from fcc.registry import BACKBONES
 
 
@@ -188,10 +190,11 @@ def test_bad_params_are_config_errors() -> None:
 def test_network_with_resnet10_scales_maps_by_fcc_factors() -> None:
     cfg = load_config(None, ["model.backbone=resnet10", "fcc.enabled=true", "fcc.gamma=0.1"])
     counts = [30, 20, 10, 5, 2]  # sorted, so rank = index and tau = 1.1, 1.08, 1.06, 1.04, 1.02
-    net = build_network(cfg, counts).train()
+    net = build_network(cfg, len(counts)).train()
+    fcc = build_compression(cfg, counts)
     torch.manual_seed(6)
     x, labels = torch.randn(3, 3, 32, 32), torch.tensor([0, 1, 4])
-    logits, feats = net(x, labels=labels, epoch=10, return_features=True)
+    logits, feats = TrainingForward(net)(x, fcc.factors(labels, 10))
     assert logits.shape == (3, 5) and feats.shape == (3, 512)
     plain = net.backbone(x).mean(dim=(2, 3))  # same batch in train mode: same BN batch statistics
     tau = torch.tensor([1.1, 1.08, 1.02])

@@ -24,7 +24,7 @@ def hand_count(blocks: int = 5, widths: tuple[int, int, int] = (16, 32, 64), cla
 
 
 def test_resnet32_parameter_count() -> None:
-    net = build_network(load_config(), [5000] * 10)
+    net = build_network(load_config(), 10)
     assert sum(p.numel() for p in net.parameters()) == hand_count() == 464_154
     assert sum(isinstance(m, nn.Conv2d) for m in net.modules()) == 31  # + 1 linear layer = 32 layers
 
@@ -48,4 +48,4 @@ def test_shapes_shortcuts_and_init() -> None:
 def test_depth_must_be_6n_plus_2() -> None:
     cfg = load_config(None, ["model.backbone=resnet_cifar", "model.backbone_params={depth: 30}"])
     with pytest.raises(ConfigError, match=r"model\.backbone_params.*6n\+2"):
-        build_network(cfg, [10] * 10)
+        build_network(cfg, 10)

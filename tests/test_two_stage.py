@@ -12,7 +12,8 @@ import torch
 from conftest import tiny_run_overrides
 from fcc.config import load_config
 from fcc.errors import CheckpointError, ConfigError
-from fcc.train import Trainer, TrainingInterrupted, load_run_config, unwrap
+from fcc.runs import load_run_config
+from fcc.train import Trainer, TrainingInterrupted
 
 STAGE1 = "configs/cifar10_lt/ce_if100.yaml"
 CRT = "configs/cifar10_lt/crt_if100.yaml"
@@ -42,7 +43,7 @@ def split(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor
 
 
 def snapshot(trainer: Trainer) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in unwrap(trainer.model).state_dict().items()}
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
 
 def test_crt_freezes_backbone_and_its_bn_statistics(stage1: Path, cifar10_root: Path, tmp_path: Path) -> None:
@@ -55,7 +56,7 @@ def test_crt_freezes_backbone_and_its_bn_statistics(stage1: Path, cifar10_root: 
     assert any("running_mean" in k for k in backbone) and any("num_batches_tracked" in k for k in backbone)
     assert all(torch.equal(v, first[k]) for k, v in backbone.items())  # loaded from stage 1
     assert not torch.equal(before["head.fc.weight"], first["head.fc.weight"])  # a fresh classifier
-    trainable = {n for n, p in unwrap(trainer.model).named_parameters() if p.requires_grad}
+    trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
     assert trainable == {"head.fc.weight", "head.fc.bias"}
     trainer.fit()
     after = snapshot(trainer)
@@ -78,7 +79,7 @@ def test_without_freeze_bn_the_statistics_move(stage1: Path, cifar10_root: Path,
 def test_lws_trains_only_the_scales(stage1: Path, cifar10_root: Path, tmp_path: Path) -> None:
     trainer = Trainer(stage2(LWS, cifar10_root, tmp_path / "lws", stage1))
     first = saved_model(stage1)
-    trainable = {n for n, p in unwrap(trainer.model).named_parameters() if p.requires_grad}
+    trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
     assert trainable == {"head.scales"}
     before = snapshot(trainer)
     assert torch.equal(before["head.fc.weight"], first["head.fc.weight"])  # the stage-1 classifier

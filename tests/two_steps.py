@@ -22,16 +22,16 @@ def run_two_steps(cfg: Config) -> list[float]:
         warnings.filterwarnings("ignore", message=".*FCC is a no-op.*")
         warnings.filterwarnings("ignore", message=".*differ from the official.*")
         trainer = Trainer(cfg)
-    trainer.next_epoch = cfg.train.epochs
+    trainer.loop.next_epoch = cfg.train.epochs
     losses: list[float] = []
-    real = trainer.objective
+    real = trainer.step.objective
 
     def objective(*args: Any) -> Any:
         out = real(*args)
         losses.append(float(out.loss.detach()))
         return out
 
-    trainer.objective = objective  # type: ignore[assignment]
+    trainer.step.objective = objective  # type: ignore[assignment]
     trainer.step_callback = lambda t, epoch, step: t.request_stop() if step == 1 else None
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     with pytest.raises(TrainingInterrupted):

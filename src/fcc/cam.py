@@ -219,7 +219,9 @@ def generate(run_dir: Path, out: Path, *, cfg: Any, checkpoint: str = "last", ca
     """`fcc data cam-generate`: write the CAM-augmented images of a stage-1 run and their annotation JSON."""
     from fcc.data.annotations import write_json
     from fcc.data.augment import Normalize
-    from fcc.evaluate import load_run_model
+    from fcc.data.build import build_splits
+    from fcc.distributed import resolve_device
+    from fcc.runs import load_run
 
     json_path = out / "cam_train.json"
     if out.exists() and not out.is_dir():
@@ -228,15 +230,23 @@ def generate(run_dir: Path, out: Path, *, cfg: Any, checkpoint: str = "last", ca
         raise OutputError(f"{out} is not empty; choose another --out or pass --overwrite")
     if batch_size < 1:
         raise ConfigError(f"--batch-size: expected a positive integer, got {batch_size}")
-    ctx, splits, model, info = load_run_model(run_dir, cfg, checkpoint)
-    network = model.eval()
-    device = ctx.device
+    run = load_run(run_dir, checkpoint, what="fcc data cam-generate", device=resolve_device(cfg.device),
+                   tau_norm=False)
+    network, device = run.network, run.device
+    splits = build_splits(cfg)
+    stats = run.stats or splits.stats
+    if stats.num_classes != splits.num_classes:
+        raise DataError(f"{run_dir}: the checkpoint was trained for {stats.num_classes} classes, but the data of "
+                        f"its config ({splits.name}) has {splits.num_classes}")
     seed = cfg.seed if seed is None else seed
     generator = torch.Generator().manual_seed(derive_seed(seed, "cam"))
-    counts = new_image_counts(splits.class_counts, cap)
+    # the protocol's counts and images: images a stage-1 run itself got from data.extra_train_json are
+    # neither counted nor used as sources
+    train_counts = list(stats.train_counts)
+    counts = new_image_counts(train_counts, cap)
     if not any(counts):
         raise ConfigError(f"--cap {cap}: every class has at least {cap} images, so no image would be generated")
-    sources, classes = draw_sources(splits.train.labels, counts, generator)
+    sources, classes = draw_sources(splits.train.labels[:splits.protocol_size], counts, generator)
     params = torch.rand(sources.numel(), 5, generator=generator, dtype=torch.float64)
     normalize = Normalize(splits.mean, splits.std).to(device)
     width = len(str(max(sources.numel() - 1, 0)))
@@ -269,8 +279,8 @@ def generate(run_dir: Path, out: Path, *, cfg: Any, checkpoint: str = "last", ca
                 list(pool.map(_write_png, jobs))
             except OSError as err:
                 raise OutputError(f"cannot write CAM images under {out}: {err.strerror or err}") from None
-    summary = {"run": str(run_dir), "checkpoint": info["checkpoint"], "epoch": info["epoch"], "seed": seed,
-               "cap": cap, "train_counts": list(splits.class_counts), "new_counts": counts}
+    summary = {"run": str(run_dir), "checkpoint": run.shown_path(), "epoch": run.epoch, "seed": seed,
+               "cap": cap, "train_counts": train_counts, "new_counts": counts}
     write_json(json_path, {"num_classes": splits.num_classes, "class_names": list(splits.class_names),
                            "cam_generation": summary, "annotations": entries})
     return {**summary, "json": str(json_path), "images": len(entries)}

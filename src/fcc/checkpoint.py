@@ -203,10 +203,11 @@ def read_checkpoint(source: str | Path, key: str, hint: str) -> tuple[Path, dict
 
 
 def load_model_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str,
-                     exclude: Sequence[str] = ()) -> list[str]:
+                     exclude: Sequence[str] = (), check_only: bool = False) -> list[str]:
     """Load weights strictly except for keys under ``exclude`` prefixes; returns the keys left at init.
 
-    Every mismatch is reported by name: missing keys, unexpected keys and shape differences.
+    Every mismatch is reported by name: missing keys, unexpected keys and shape differences. With
+    ``check_only`` nothing is loaded (``model`` may live on the meta device).
     """
 
     def excluded(key: str) -> bool:
@@ -230,5 +231,6 @@ def load_model_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
         raise CheckpointError(f"{source} does not fit the model: " + "; ".join(problems) +
                               ". Check model.backbone/model.head and data.dataset (number of classes), "
                               "or list keys to skip in model.init_exclude.")
-    model.load_state_dict(incoming, strict=False)
+    if not check_only:
+        model.load_state_dict(incoming, strict=False)
     return [k for k in own if excluded(k)]

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from fcc.errors import ConfigError
 from fcc.registry import LOSSES
+from fcc.schedule import is_active
 
 __all__ = [
     "LDAM",
@@ -135,7 +136,7 @@ class Loss(nn.Module):
     @property
     def reweighting(self) -> bool:
         """Whether the class weights/adjustments apply in the current epoch (always without DRW)."""
-        return self.drw_start_epoch is None or self.epoch >= self.drw_start_epoch
+        return is_active(self.epoch, self.drw_start_epoch)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

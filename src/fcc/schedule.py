@@ -1,4 +1,11 @@
-"""Learning-rate schedules as pure functions of the 1-based epoch (set at the start of each epoch).
+"""When things start (one rule for every schedule), and the learning rate as a pure function of the epoch.
+
+The start-epoch rule (``is_active``): epochs count from 1, and a part configured to start at epoch S
+is active in epoch e exactly when e >= S; a start of None means "from the first epoch". FCC
+(``fcc.start_epoch``), deferred re-weighting (``drw_start_epoch``), deferred re-sampling
+(``drs_start_epoch``), each LR milestone and the end of warm-up all follow it.
+
+Learning rate (set at the start of each epoch):
 
 - warm-up: for epochs e < W the factor is s + (1 - s) * e / W (s = warmup_start_factor, 1/3 by default:
   0.467, 0.6, 0.733, 0.867 for W = 5), reaching 1 at epoch W, exactly as the original code.
@@ -14,8 +21,13 @@ import math
 from fcc.config import TrainConfig
 
 
+def is_active(epoch: int, start_epoch: int | None) -> bool:
+    """Whether something that starts at ``start_epoch`` (1-based, None = from the start) acts in ``epoch``."""
+    return start_epoch is None or epoch >= start_epoch
+
+
 def warmup_factor(epoch: int, cfg: TrainConfig) -> float:
-    if cfg.warmup_epochs > 0 and epoch < cfg.warmup_epochs:
+    if cfg.warmup_epochs > 0 and not is_active(epoch, cfg.warmup_epochs):
         s = cfg.warmup_start_factor
         return s + (1.0 - s) * epoch / cfg.warmup_epochs
     return 1.0
@@ -24,7 +36,7 @@ def warmup_factor(epoch: int, cfg: TrainConfig) -> float:
 def learning_rate(epoch: int, cfg: TrainConfig) -> float:
     """The base learning rate in effect during ``epoch`` (1-based)."""
     if cfg.scheduler == "multistep":
-        decay = cfg.lr * cfg.lr_factor ** sum(1 for m in cfg.milestones if m <= epoch)
+        decay = cfg.lr * cfg.lr_factor ** sum(1 for m in cfg.milestones if is_active(epoch, m))
     elif cfg.scheduler == "cosine":
         decay = cfg.min_lr + (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * epoch / cfg.epochs)) / 2
     else:

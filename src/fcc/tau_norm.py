@@ -54,6 +54,12 @@ def tau_normalized_network(model: nn.Module, tau: float) -> TauNormalized:
     return TauNormalized(_unwrap(model), tau)
 
 
+def eval_view(network: nn.Module, tau: float | None) -> nn.Module:
+    """What evaluation runs: the network itself, or with its head tau-normalised when ``tau`` is set
+    (``eval.tau_norm``). One function, so eval.json, `fcc eval` and `fcc predict` agree."""
+    return network if tau is None else tau_normalized_network(network, tau)
+
+
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
 
@@ -107,6 +113,24 @@ def sweep_tallies(model: nn.Module, loader: EvalLoader, taus: Sequence[float], n
     return [tally.all_reduce(ctx) for tally in tallies]
 
 
+def _check_selection_split(run_dir: Path, cfg: Config, select_on: str) -> None:
+    """A tau chosen on 'validation' images the run trained on would be chosen on training data."""
+    if select_on != "val":
+        return
+    from fcc.runs import load_run_config
+
+    own = load_run_config(run_dir).data
+    d = cfg.data
+    if own.val_per_class == 0 and own.val_json is None:
+        raise ConfigError(f"--tau-sweep: {run_dir} was trained without a validation split, so a validation split "
+                          "drawn now (data.val_per_class) would take images it trained on; train with "
+                          "data.val_per_class > 0 (or data.val_json) to choose tau on held-out images, or choose "
+                          "on the test split explicitly with --select-on test")
+    if (own.val_per_class, own.val_json, own.subset_seed) != (d.val_per_class, d.val_json, d.subset_seed):
+        raise ConfigError("--tau-sweep: data.val_per_class / data.val_json / data.subset_seed differ from the run's "
+                          "own; the validation split would then overlap its training images. Leave them as trained")
+
+
 def run_tau_sweep(run_dir: Path, cfg: Config, taus: Sequence[float], *, checkpoint: str = "last",
                   select_on: str = "val", report_on: str = "test", allow_test_selection: bool = False
                   ) -> dict[str, Any]:
@@ -116,26 +140,35 @@ def run_tau_sweep(run_dir: Path, cfg: Config, taus: Sequence[float], *, checkpoi
     reported result) and ``eval_tau_sweep.json`` plus confusion files (the report split at the chosen
     tau). Returns the content of tau_sweep.json.
     """
-    from fcc.data.build import build_eval_loader
-    from fcc.evaluate import format_summary, load_run_model, write_eval_outputs, write_json
+    from fcc.data.build import build_eval_loader, build_splits
+    from fcc.distributed import setup
+    from fcc.eval_files import format_summary, write_eval_outputs, write_json
+    from fcc.runs import load_run
 
     if select_on == "test" and not allow_test_selection:
         raise ConfigError("--tau-sweep: choosing tau on the test split makes the test numbers optimistic; "
                           "select on a validation split (data.val_per_class > 0 for CIFAR), or pass "
                           "--select-on test explicitly to do it anyway")
+    _check_selection_split(run_dir, cfg, select_on)
     taus = list(taus)
-    ctx, splits, model, info = load_run_model(run_dir, cfg, checkpoint)
+    ctx = setup(cfg.device)
+    run = load_run(run_dir, checkpoint, what="fcc eval --tau-sweep", device=ctx.device, tau_norm=False)
+    splits = build_splits(cfg)
+    stats = run.stats or splits.stats
+    counts = stats.train_counts
+    names = run.class_names or splits.class_names
+    info = {"checkpoint": run.shown_path(), "epoch": run.epoch}
     amp_dtype = autocast_dtype(cfg.train.amp, ctx.device)
     e = cfg.eval
 
     def tally_for(split: str, values: Sequence[float]) -> list[ClassificationTally]:
         loader = build_eval_loader(cfg, splits, splits.split(split), ctx)
-        return sweep_tallies(model, loader, values, splits.num_classes, ctx, amp_dtype)
+        return sweep_tallies(run.network, loader, values, stats.num_classes, ctx, amp_dtype)
 
     tallies = tally_for(select_on, taus)
     sweep = []
     for tau, tally in zip(taus, tallies):
-        s = summarize(tally, splits.class_counts, e.many_shot_min, e.few_shot_max)
+        s = summarize(tally, counts, e.many_shot_min, e.few_shot_max)
         sweep.append({"tau": tau, **{k: s[k] for k in ("top1", "top5", "many", "medium", "few")}})
     best = max(range(len(taus)), key=lambda i: (sweep[i]["top1"] if sweep[i]["top1"] is not None else -1.0, -i))
     best_tau = taus[best]
@@ -144,7 +177,7 @@ def run_tau_sweep(run_dir: Path, cfg: Config, taus: Sequence[float], *, checkpoi
     if ctx.is_main:
         report_info = {**info, "split": report_on, "tau_norm": best_tau,
                        "selected_on": f"tau chosen by top-1 on the {select_on} split", "units": "percent"}
-        result = write_eval_outputs(run_dir, report_tally, splits.class_counts, splits.class_names, report_info,
+        result = write_eval_outputs(run_dir, report_tally, counts, names, report_info,
                                     many_min=e.many_shot_min, few_max=e.few_shot_max,
                                     png_max_classes=e.confusion_png_max_classes, stem="eval_tau_sweep")
         out = {**info, "selected_on": select_on, "reported_on": report_on, "criterion": "top1",

@@ -156,10 +156,20 @@ class ColorJitter:
             if not 0 <= s < 1:
                 raise ValueError(f"ColorJitter: {name} must lie in [0, 1), got {s}")
         self.strength = torch.tensor([brightness, contrast, saturation], dtype=torch.float32)
+        self._on_device: dict[tuple[str, torch.dtype], tuple[Tensor, Tensor]] = {}
+
+    def _constants(self, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """(strengths, grey weights) on ``device``, copied there once: a copy per step would be a
+        host-to-device transfer (a synchronisation) inside the training step."""
+        key = (str(device), dtype)
+        if key not in self._on_device:
+            grey = torch.tensor(self.GREY, dtype=torch.float64)
+            self._on_device[key] = (self.strength.to(device), grey.to(device=device, dtype=dtype))
+        return self._on_device[key]
 
     def draw(self, n: int, generator: torch.Generator, device: torch.device) -> JitterParams:
         u = torch.rand((n, 6), generator=generator, device=device)
-        s = self.strength.to(device)
+        s = self._constants(torch.device(device), torch.float32)[0]
         factors = 1 - s + 2 * s * u[:, :3]
         order = u[:, 3:].argsort(dim=1)
         return JitterParams(factors, order)
@@ -167,7 +177,7 @@ class ColorJitter:
     def __call__(self, images: Tensor, params: JitterParams) -> Tensor:
         x = images.float()
         b = x.shape[0]
-        grey_w = torch.tensor(self.GREY, device=x.device, dtype=x.dtype)
+        grey_w = self._constants(x.device, x.dtype)[1]
         for position in range(3):
             op = params.order[:, position].view(b, 1, 1, 1)
             f = params.factors.gather(1, params.order[:, position:position + 1]).view(b, 1, 1, 1).to(x.dtype)

@@ -23,8 +23,10 @@ def build_splits(cfg: Config) -> DataSplits:
     return splits
 
 
-def build_sampler(cfg: Config, splits: DataSplits, ctx: DistContext) -> Sampler:
-    labels = splits.train.labels.to(ctx.device)
+def build_sampler(cfg: Config, splits: DataSplits) -> Sampler:
+    """The configured sampler over every training item (extra images included), on the CPU: orders are
+    drawn there (see GlobalBatchLoader.epoch_order)."""
+    labels = splits.train.labels.cpu()
     return SAMPLERS.build(cfg.sampler.name, cfg.sampler.params, "sampler.params", labels, splits.num_classes,
                           cfg.train.epochs)
 

@@ -2,7 +2,7 @@
 
 ``ArrayDataset`` holds a whole (small) dataset as one uint8 tensor, which is what lets the DeviceLoader
 keep it resident on the training device. ``DataSplits`` is what a dataset builder returns: the splits
-plus the class statistics every method receives explicitly.
+plus the class statistics (``fcc.class_stats.ClassStats``) every method receives explicitly.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from fcc.class_stats import ClassStats
 from fcc.errors import DataError
 
 
@@ -61,6 +62,9 @@ class DataSplits:
     class_names: list[str] = field(default_factory=list)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+    # the protocol's training counts when ``train`` holds more than the protocol's images (extra images
+    # appended after them, see fcc.data.extra); None when train is exactly the protocol's training set
+    protocol_counts: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.class_names:
@@ -70,7 +74,7 @@ class DataSplits:
             if ds is not None and len(ds) and (int(ds.labels.min()) < 0 or int(ds.labels.max()) >= self.num_classes):
                 raise DataError(f"{self.name} ({getattr(ds, 'source', '') or split}): labels must lie in "
                                 f"[0, {self.num_classes - 1}], found [{int(ds.labels.min())}, {int(ds.labels.max())}]")
-        counts = self.class_counts
+        counts = class_counts(self.train.labels, self.num_classes)
         empty = [c for c, n in enumerate(counts) if n == 0]
         if empty:
             shown = ", ".join(f"{c} ({self.class_names[c]})" for c in empty[:10])
@@ -80,9 +84,15 @@ class DataSplits:
                             f"images: {shown}{' ...' if len(empty) > 10 else ''}")
 
     @property
-    def class_counts(self) -> list[int]:
-        """Training images per class, indexed by class id."""
-        return class_counts(self.train.labels, self.num_classes)
+    def stats(self) -> ClassStats:
+        """The protocol's training counts and, apart, the counts of what the training loader samples."""
+        sampled = class_counts(self.train.labels, self.num_classes)
+        return ClassStats.of(self.protocol_counts if self.protocol_counts is not None else sampled, sampled)
+
+    @property
+    def protocol_size(self) -> int:
+        """How many leading training items are the protocol's own (the rest are extra images)."""
+        return sum(self.stats.train_counts)
 
     def split(self, name: str) -> LabelledDataset:
         ds = {"train": self.train, "val": self.val, "test": self.test}.get(name)

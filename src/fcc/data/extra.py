@@ -2,8 +2,10 @@
 
 Made for CAM-based sampling's stage 2 (``fcc data cam-generate`` writes such a file), but any images in
 the annotation format work. Relative ``fpath``s resolve against the JSON file's folder. The extra
-images become ordinary training items: every sampler sees them, and the class counts that losses, samplers
-and FCC receive include them. For a training split held in memory (CIFAR, or small image sets decoded
+images are appended after the training items and every sampler draws from them, but they do not change
+the protocol's class counts (``DataSplits.stats.train_counts``) that shot groups, FCC ranks and
+class-count losses use: after CAM generation every class has about n_max images to sample from, yet a
+tail class is still a tail class. For a training split held in memory (CIFAR, or small image sets decoded
 once) the images are decoded once here and must have the training images' size; for an image-file split
 they are appended as files and go through the same decoding and augmentation as the others.
 """
@@ -73,4 +75,5 @@ def add_extra_train(splits: DataSplits, json_path: str | Path) -> DataSplits:
         merged = ImageFiles(own + paths, torch.cat([train.labels, labels]), f"{train.source} + {json_path}")
     else:
         raise DataError(f"{where}: cannot add images to a training split of type {type(train).__name__}")
-    return dataclasses.replace(splits, name=f"{splits.name} + {len(ann)} extra", train=merged)
+    return dataclasses.replace(splits, name=f"{splits.name} + {len(ann)} extra", train=merged,
+                               protocol_counts=splits.stats.train_counts)

@@ -76,7 +76,14 @@ class GlobalBatchLoader:
         return full + (1 if not self.drop_last and rest >= self.world_size else 0)
 
     def epoch_order(self, epoch: int) -> Tensor:
-        return self.sampler.epoch_indices(epoch, self.generators.get("sampler", self.device, epoch))
+        """The epoch's global order, drawn on a CPU generator and then moved to the device.
+
+        Every rank must draw the very same order; CPU generators give the same numbers on every machine,
+        whereas GPU models may lay out their generators' output differently (ranks on a mixed cluster
+        would then train on overlapping samples). One permutation per epoch costs nothing on the CPU.
+        """
+        order = self.sampler.epoch_indices(epoch, self.generators.get("sampler", "cpu", epoch))
+        return order.to(self.device, non_blocking=True)
 
     def augment_params(self, n_global: int, generator: torch.Generator) -> Any:
         """This rank's share of augmentation parameters drawn for a global batch of ``n_global``."""

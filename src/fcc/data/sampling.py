@@ -20,6 +20,7 @@ from torch import Tensor
 
 from fcc.errors import ConfigError
 from fcc.registry import SAMPLERS
+from fcc.schedule import is_active
 
 
 class Sampler:
@@ -104,7 +105,7 @@ class ReSampler(Sampler):
 
     def resampling(self, epoch: int) -> bool:
         """Whether ``epoch`` (1-based) is re-sampled (False: instance sampling before the DRS switch)."""
-        return self.drs_start_epoch is None or epoch >= self.drs_start_epoch
+        return is_active(epoch, self.drs_start_epoch)
 
     def class_probs(self, epoch: int) -> Tensor:
         raise NotImplementedError

@@ -1,0 +1,131 @@
+"""Building a run's parts from its config: the network (initialised, frozen, on the device), the module a
+training step runs (DDP-wrapped when there are several processes), the optimizer, and the method's
+loss, mixer, FCC and teacher.
+
+Which class counts each part gets is decided here, once (see fcc.class_stats): the loss, the mixer and
+FCC take the protocol's training counts; the sampler (fcc.data.build) draws over every training item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fcc.checkpoint import load_model_state
+from fcc.class_stats import ClassStats
+from fcc.compression import FeatureClusterCompression, build_compression
+from fcc.config import Config
+from fcc.distributed import DistContext
+from fcc.errors import ConfigError
+from fcc.losses import Loss
+from fcc.mixing import Mixer
+from fcc.models import Network, build_network
+from fcc.objective import Objective, TrainingForward
+from fcc.registry import LOSSES, MIXERS
+from fcc.rng import derive_seed
+from fcc.typecheck import suggest
+
+
+def init_from(network: nn.Module, cfg: Config) -> None:
+    """Load ``model.init_from`` (a run directory or checkpoint, ours or the original code's) into ``network``,
+    except the keys under ``model.init_exclude``."""
+    from fcc.runs import read_run
+
+    own = network.state_dict()
+    for prefix in cfg.model.init_exclude:
+        if not any(k == prefix or k.startswith(prefix + ".") for k in own):
+            names = {k.rsplit(".", 1)[0] for k in own}
+            raise ConfigError(f"model.init_exclude: {prefix!r} names no weights of the model{suggest(prefix, names)}")
+    source = cfg.model.init_from
+    assert source is not None
+    art = read_run(source, what="model.init_from")
+    load_model_state(network, art.state_dict, f"model.init_from {art.path}", exclude=cfg.model.init_exclude)
+
+
+def freeze(network: nn.Module, prefixes: list[str]) -> list[nn.Module]:
+    """Stop gradients under each ``train.freeze`` prefix; returns the frozen modules."""
+    frozen = []
+    names = dict(network.named_modules())
+    for prefix in prefixes:
+        if prefix not in names:
+            hint = suggest(prefix, [n for n in names if n])
+            raise ConfigError(f"train.freeze: the model has no module {prefix!r}{hint}")
+        module = names[prefix]
+        module.requires_grad_(False)
+        frozen.append(module)
+    return frozen
+
+
+def build_training_network(cfg: Config, num_classes: int, ctx: DistContext, *, resuming: bool
+                           ) -> tuple[Network, list[nn.Module]]:
+    """The network, initialised (seeded, or from ``model.init_from``), frozen where asked, on the device.
+
+    A resumed run restores every weight from its own checkpoint, so ``init_from`` is not re-applied (it
+    would be wasted at best, and would fail if the stage-1 run has been moved since).
+    """
+    torch.manual_seed(derive_seed(cfg.seed, "init"))
+    network = build_network(cfg, num_classes)
+    if cfg.model.init_from and not resuming:
+        init_from(network, cfg)
+    if ctx.distributed and cfg.train.sync_bn:
+        # before freezing: the conversion replaces BN modules, which train.freeze may name
+        network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
+    frozen = freeze(network, cfg.train.freeze)
+    network.to(ctx.device)
+    if cfg.train.channels_last:
+        network.to(memory_format=torch.channels_last)
+    return network, frozen
+
+
+def wrap_for_training(network: nn.Module, ctx: DistContext) -> nn.Module:
+    """The module a step calls: TrainingForward around the network, inside DDP when distributed."""
+    forward = TrainingForward(network)
+    if ctx.distributed:
+        ids = [ctx.device] if ctx.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(forward, device_ids=ids)
+    return forward
+
+
+def build_optimizer(cfg: Config, network: nn.Module) -> torch.optim.Optimizer:
+    t = cfg.train
+    params = [p for p in network.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError("train.freeze: every parameter is frozen; nothing would be trained")
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
+                               nesterov=t.nesterov and t.momentum > 0)
+    opt_cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
+    return opt_cls(params, lr=t.lr, weight_decay=t.weight_decay)
+
+
+@dataclass
+class MethodParts:
+    criterion: Loss
+    mixer: Mixer
+    compression: FeatureClusterCompression | None
+    teacher: nn.Module | None
+
+
+def build_method(cfg: Config, stats: ClassStats, device: torch.device) -> MethodParts:
+    """The loss, the mixer, FCC and the optional teacher, all from the protocol's training counts."""
+    counts = list(stats.train_counts)
+    criterion = LOSSES.build(cfg.loss.name, cfg.loss.params, "loss.params", counts).to(device)
+    mixer = MIXERS.build(cfg.mix.name, cfg.mix.params, "mix.params", counts)
+    compression = build_compression(cfg, counts)
+    if compression is not None:
+        compression.to(device)
+    teacher = None
+    if cfg.distill.teacher:
+        from fcc.distill import load_teacher
+
+        teacher = load_teacher(cfg.distill.teacher, stats.num_classes, device)
+    if getattr(criterion, "needs_teacher", False) and teacher is None:
+        raise ConfigError(f"loss.name: {cfg.loss.name!r} distils from a teacher; set distill.teacher "
+                          "to a finished run directory or checkpoint")
+    return MethodParts(criterion, mixer, compression, teacher)
+
+
+def build_objective(forward: nn.Module, parts: MethodParts) -> Objective:
+    return Objective(forward, parts.criterion, parts.mixer, parts.compression, parts.teacher)
