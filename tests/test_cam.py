@@ -230,10 +230,15 @@ def test_generate_and_train_stage2(stage1: Path, cifar10_root: Path, tmp_path: P
         cifar10_root, out, f"model.init_from={stage1}/checkpoints/last.pt",
         f"data.extra_train_json={cam / 'cam_train.json'}", "train.epochs=1", "train.milestones=[]"))
     trainer = Trainer(cfg)
-    assert trainer.stats.sampled_counts == (66,) * 10
+    assert trainer.stats.sampled_counts == (66,) * 10  # what the sampler draws from
+    assert trainer.stats.train_counts == tuple(counts)  # the protocol's counts: a tail class stays a tail class
     assert len(trainer.splits.train) == 660
     trainer.fit()
-    assert (out / "eval.json").exists()
+    result = json.loads((out / "eval.json").read_text())
+    assert result["train_counts"] == counts  # shot groups from the protocol, not from 66 per class
+    assert result["group_sizes"] == {"many": 0, "medium": 5, "few": 5}
+    saved = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["class_stats"]
+    assert saved == {"train_counts": counts, "sampled_counts": [66] * 10}
 
 
 def test_extra_train_json_errors(cifar10_root: Path, cifar100_root: Path, tmp_path: Path) -> None:

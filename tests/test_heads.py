@@ -50,6 +50,22 @@ def test_cosine_head_is_scaled_cosine_similarity() -> None:
         CosineHead(5, 3, scale=0.0)
 
 
+def test_cosine_head_init_gives_every_class_vector_unit_norm() -> None:
+    """LDAM-DRW's NormedLinear (the origin of this init) renormalises each class vector; the bag-of-tricks
+    FCNorm transposed the weight but not the renorm axis, normalising each feature column instead."""
+    torch.manual_seed(0)
+    uniform = torch.empty(7, 5).uniform_(-1, 1)
+    torch.manual_seed(0)
+    head = CosineHead(5, 7)
+    w = head.weight.detach()
+    torch.testing.assert_close(w.norm(dim=1), torch.ones(7))  # per class (row of the (C, D) weight)
+    torch.testing.assert_close(w, uniform / uniform.norm(dim=1, keepdim=True))  # same draws, rows scaled
+    torch.manual_seed(0)
+    bot = CosineHead(5, 7, init_norm="feature").weight.detach()
+    torch.testing.assert_close(bot.norm(dim=0), torch.ones(5))  # per feature column, as the BoT code
+    assert not torch.allclose(bot.norm(dim=1), torch.ones(7))
+
+
 def test_lws_scales_a_frozen_linear_layer() -> None:
     torch.manual_seed(0)
     head = LWSHead(4, 3)

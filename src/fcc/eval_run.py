@@ -35,7 +35,9 @@ def evaluate_to_files(run_dir: Path, cfg: Config, network: nn.Module, stats: Cla
     model = eval_view(network, cfg.eval.tau_norm)
     if cfg.eval.tau_norm is not None:
         info = {**info, "tau_norm": cfg.eval.tau_norm}
-    tally = run_eval(model, loader, stats.num_classes, ctx, amp_dtype)
+    if cfg.eval.max_batches is not None:  # a smoke run: the numbers cover part of the split only
+        info = {**info, "max_batches": cfg.eval.max_batches, "smoke": True}
+    tally = run_eval(model, loader, stats.num_classes, ctx, amp_dtype, max_batches=cfg.eval.max_batches)
     result: dict[str, Any] = {}
     if ctx.is_main:
         e = cfg.eval

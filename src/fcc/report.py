@@ -316,6 +316,10 @@ def load_run(run_dir: Path, eval_file: str = "eval.json") -> Run:
         run.state = "failed"
         run.detail = problem or f"{eval_file} has no top1"
         return run
+    if result.get("smoke"):  # fcc train --smoke: a few steps and batches, its numbers mean nothing
+        run.state = "smoke"
+        run.detail = "a smoke run (fcc train --smoke): not a result"
+        return run
     for metric in ACCURACY_METRICS:
         run.metrics[metric] = _number(result.get(metric))
     per_class = result.get("per_class")

@@ -1,9 +1,9 @@
 """A run directory on disk: preparing and locking it, the config it records, its metrics file.
 
-Layout: ``config.yaml`` (the resolved config the run trains with), ``config_history.yaml`` (every change
-made on resume), ``metrics.jsonl`` (one line per finished epoch), ``checkpoints/last.pt`` and
-``best.pt``, ``eval.json`` and confusion files, ``tensorboard/``; ``.lock`` is held while a process
-trains in it.
+Layout: ``config.yaml`` (the resolved config the run trains with, updated when a resume changes it),
+``config_history.yaml`` (every such change: when, from which epoch, old and new values),
+``metrics.jsonl`` (one line per finished epoch), ``checkpoints/last.pt`` and ``best.pt``, ``eval.json``
+and confusion files, ``tensorboard/``; ``.lock`` is held while a process trains in it.
 """
 
 from __future__ import annotations
@@ -11,8 +11,12 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from fcc.checkpoint import atomic_write_text, lock_run_dir, remove_stale_temps
 from fcc.config import Config
@@ -50,6 +54,42 @@ def prepare_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> Path:
 def write_config(run_dir: Path, cfg: Config) -> None:
     """config.yaml: the fully resolved config the run trains with."""
     atomic_write_text(Path(run_dir) / "config.yaml", cfg.dump())
+
+
+def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, Mapping) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def record_resume_changes(run_dir: Path, cfg: Config, resumed_at: str) -> dict[str, tuple[Any, Any]]:
+    """When a run resumes with overrides, make config.yaml say what the run now does and append the
+    change to config_history.yaml (time, where the run resumed, every key's old and new value).
+
+    Returns {key: (old, new)}; nothing is written when nothing changed.
+    """
+    from fcc.config import read_yaml
+
+    path = Path(run_dir) / "config.yaml"
+    before = _flatten(read_yaml(path))
+    after = _flatten(cfg.to_dict())
+    changes = {k: (before.get(k), v) for k, v in after.items() if k != "out" and before.get(k) != v}
+    if not changes:
+        return changes
+    history_path = Path(run_dir) / "config_history.yaml"
+    history: list[Any] = []
+    if history_path.exists():
+        loaded = yaml.safe_load(history_path.read_text(encoding="utf-8"))
+        history = loaded if isinstance(loaded, list) else []
+    history.append({"time": time.strftime("%Y-%m-%d %H:%M:%S"), "resumed_at": resumed_at,
+                    "changes": {k: {"old": old, "new": new} for k, (old, new) in changes.items()}})
+    atomic_write_text(history_path, yaml.safe_dump(history, sort_keys=False))
+    write_config(run_dir, cfg)
+    return changes
 
 
 def check_free_space(run_dir: Path, checkpoint_bytes: int) -> None:

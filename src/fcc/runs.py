@@ -53,6 +53,7 @@ class RunArtifacts:
     class_names: list[str] | None
     epoch: int | str | None  # the last finished epoch, or "E (stopped after step S)"
     state: dict[str, Any] = field(repr=False, default_factory=dict)
+    config_source: str = ""  # where the config came from, for errors
 
     def shown_path(self) -> str:
         """The checkpoint path relative to its run directory when inside it (for eval.json)."""
@@ -135,7 +136,9 @@ def read_run(source: str | Path, checkpoint: str = "last", *, what: str = "run",
         raise CheckpointError(f"{what}: {path}: 'class_names' is not a list of strings")
     if stats is not None and names is not None and len(names) != stats.num_classes:
         raise CheckpointError(f"{what}: {path}: {len(names)} class names for {stats.num_classes} classes")
-    return RunArtifacts(path, run_dir, dict(state["model"]), cfg, stats, names, _epoch_of(state), state)
+    source_of_config = str(run_dir / "config.yaml") if run_dir is not None else f"{path} (its saved config)"
+    return RunArtifacts(path, run_dir, dict(state["model"]), cfg, stats, names, _epoch_of(state), state,
+                        source_of_config)
 
 
 def num_classes_of(art: RunArtifacts) -> int:
@@ -149,7 +152,8 @@ def num_classes_of(art: RunArtifacts) -> int:
                           "number of classes")
 
 
-def build_checked_network(cfg: Config, num_classes: int, state_dict: Mapping[str, Tensor], source: str) -> nn.Module:
+def build_checked_network(cfg: Config, num_classes: int, state_dict: Mapping[str, Tensor], source: str,
+                          config_source: str = "its config") -> nn.Module:
     """The network of ``cfg`` with the weights of ``state_dict``, on the CPU.
 
     It is built on the meta device first (no memory, no init work) and compared with the checkpoint's
@@ -161,7 +165,7 @@ def build_checked_network(cfg: Config, num_classes: int, state_dict: Mapping[str
         with torch.device("meta"):
             shape_only = build_network(cfg, num_classes)
     except FccError as err:
-        raise CheckpointError(f"{source}: {err}") from None
+        raise CheckpointError(f"{source}: the network of {config_source} cannot be built: {err}") from None
     load_model_state(shape_only, state_dict, source, check_only=True)
     del shape_only
     network = build_network(cfg, num_classes)
@@ -191,7 +195,8 @@ def load_run(source: str | Path, checkpoint: str = "last", *, what: str = "run",
 
     art = read_run(source, checkpoint, what=what, overrides=overrides)
     cfg = art.require_config(what)
-    network = build_checked_network(cfg, num_classes_of(art), art.state_dict, f"{what} {art.path}")
+    network = build_checked_network(cfg, num_classes_of(art), art.state_dict, f"{what} {art.path}",
+                                    art.config_source)
     dev = torch.device(device) if device is not None else resolve_device(cfg.device)
     network.to(dev).eval()
     model: nn.Module = network

@@ -33,7 +33,7 @@ from fcc.lagged import LaggedRead
 from fcc.metrics_log import MetricsLog
 from fcc.parts import build_method, build_objective, build_optimizer, build_training_network, wrap_for_training
 from fcc.precision import autocast_dtype, grad_scaler
-from fcc.run_dir import check_free_space, prepare_run_dir, write_config
+from fcc.run_dir import check_free_space, prepare_run_dir, record_resume_changes, write_config
 from fcc.schedule import learning_rate
 from fcc.signals import StopSignals, TrainingInterrupted
 from fcc.step import OptimizerStep
@@ -128,6 +128,13 @@ class Trainer:
                     log.info("%s has no checkpoint yet (stopped during its first epoch); starting at epoch 1",
                              self.run_dir)
                 self.metrics.truncate(1)
+            if self.ctx.is_main:
+                at = f"epoch {self.loop.next_epoch}" + (f", step {self.loop.next_step}" if self.loop.next_step else "")
+                changes = record_resume_changes(self.run_dir, cfg, at)
+                if changes:
+                    shown = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
+                    log.info("resuming %s at %s with changes (config.yaml updated, config_history.yaml): %s",
+                             self.run_dir, at, shown)
 
     # ------------------------------------------------------------------------------------- checks
 
@@ -201,6 +208,11 @@ class Trainer:
             repair_best(path.parent)
         barrier(self.ctx)
         state = load_checkpoint(path, map_location=self.device)
+        done = state.get("next_epoch")
+        epochs = self.cfg.train.epochs
+        if isinstance(done, int) and not isinstance(done, bool) and epochs + 1 < done <= 10**9:
+            raise ConfigError(f"train.epochs={epochs}: the run in {self.run_dir} has already trained {done - 1} "
+                              "epochs; resume with train.epochs of at least that many")
         loop = loop_state_from(state, path, epochs=self.cfg.train.epochs, steps_per_epoch=self.steps_per_epoch)
         saved_stats = state.get("class_stats") or {}
         if saved_stats and saved_stats != self.stats.to_dict():

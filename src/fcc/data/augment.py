@@ -158,9 +158,14 @@ class ColorJitter:
         self.strength = torch.tensor([brightness, contrast, saturation], dtype=torch.float32)
         self._on_device: dict[tuple[str, torch.dtype], tuple[Tensor, Tensor]] = {}
 
+    def to(self, device: torch.device, dtype: torch.dtype = torch.float32) -> ColorJitter:
+        """Put the constants on ``device`` now (the loader does it once): a copy made inside a training
+        step would be a host-to-device transfer, a synchronisation."""
+        self._constants(torch.device(device), dtype)
+        return self
+
     def _constants(self, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """(strengths, grey weights) on ``device``, copied there once: a copy per step would be a
-        host-to-device transfer (a synchronisation) inside the training step."""
+        """(strengths, grey weights) on ``device``, copied there once."""
         key = (str(device), dtype)
         if key not in self._on_device:
             grey = torch.tensor(self.GREY, dtype=torch.float64)
@@ -202,6 +207,12 @@ class Compose:
 
     def __init__(self, ops: Sequence) -> None:
         self.ops = list(ops)
+
+    def to(self, device: torch.device) -> Compose:
+        for op in self.ops:
+            if hasattr(op, "to"):
+                op.to(device)
+        return self
 
     def draw(self, n: int, generator: torch.Generator, device: torch.device) -> ComposedParams:
         return ComposedParams(tuple(op.draw(n, generator, device) for op in self.ops))

@@ -61,7 +61,7 @@ class GlobalBatchLoader:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.sampler = sampler
-        self.augment = augment
+        self.augment = augment.to(self.device) if hasattr(augment, "to") else augment
         self.normalize = normalize.to(self.device)
         self.generators = StreamGenerators(seed)
         self.drop_last = drop_last

@@ -7,6 +7,8 @@ scales are new (``model.init_exclude: [head.scales]``).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -66,15 +68,20 @@ class CosineHead(nn.Module):
 
     scale_invariant = True
 
-    def __init__(self, in_features: int, num_classes: int, *, scale: float = 1.0) -> None:
+    def __init__(self, in_features: int, num_classes: int, *, scale: float = 1.0,
+                 init_norm: Literal["class", "feature"] = "class") -> None:
         super().__init__()
         if scale <= 0:
             raise ConfigError(f"model.head_params.scale: expected a positive number, got {scale}")
         self.scale = scale
         self.weight = nn.Parameter(torch.empty(num_classes, in_features))
-        # The original's init: uniform, then every column renormed to at most 1 (direction is what counts).
+        # LDAM-DRW's NormedLinear, where this init comes from: uniform in [-1, 1], then every CLASS vector
+        # scaled to unit norm (its weight is (D, C) and renorm_(2, 1, ...) acts per class column). The
+        # bag-of-tricks FCNorm stores the weight as (C, D) but kept renorm_(2, 1, ...), which normalises
+        # each FEATURE column instead and so skews the initial class directions; init_norm: feature
+        # reproduces that (docs/differences.md).
         with torch.no_grad():
-            self.weight.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)
+            self.weight.uniform_(-1, 1).renorm_(2, 0 if init_norm == "class" else 1, 1e-5).mul_(1e5)
 
     def extra_repr(self) -> str:
         return f"in_features={self.weight.shape[1]}, num_classes={self.weight.shape[0]}, scale={self.scale}"
