@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from fcc.compression import FeatureClusterCompression, class_ranks, scaling_factors
+from fcc.compression import FeatureClusterCompression, build_compression, class_ranks, compress, scaling_factors
 from fcc.config import load_config
 from fcc.models import build_network
+from fcc.objective import TrainingForward
 
 
 def test_factors_cifar10_gamma_half() -> None:
@@ -36,6 +36,48 @@ def test_rounding_collapses_levels_like_the_original() -> None:
     assert scaling_factors(100, 0.5, decimals=2)[-1].item() == pytest.approx(1.0)
 
 
+def original_factors(num_classes: int, gamma: float) -> list[float]:
+    """The original code's expression, verbatim in meaning: Python floats, gamma / C divided first."""
+    return [round((1 + gamma - k * (gamma / num_classes)), 2) for k in range(num_classes)]
+
+
+@pytest.mark.parametrize("num_classes", [10, 100, 1000, 8142])
+@pytest.mark.parametrize("gamma", [0.1, 0.25, 0.3, 0.5, 1.0, 2.0])
+def test_rounded_factors_equal_the_original_expression(num_classes: int, gamma: float) -> None:
+    tau = scaling_factors(num_classes, gamma, decimals=2)
+    assert tau.dtype == torch.float32 and tau.shape == (num_classes,)
+    # the original turned the Python floats into a float32 tensor (torch.tensor of floats)
+    assert torch.equal(tau, torch.tensor(original_factors(num_classes, gamma), dtype=torch.float32))
+
+
+def test_rounding_ties_follow_the_original_operation_order() -> None:
+    # C = 100, gamma 0.5: 1.5 - k * 0.005 lands on a 5 in the third decimal for odd k; which way it rounds
+    # depends on the binary value of the original's expression. Rounding the float64 tensor 1.5 - k*0.5/100
+    # with torch instead disagrees with the original for 20 of the 100 classes, e.g. k = 3 and k = 29.
+    tau = scaling_factors(100, 0.5, decimals=2).tolist()
+    assert tau[3] == pytest.approx(1.49, abs=1e-7) and tau[29] == pytest.approx(1.35, abs=1e-7)
+    k = torch.arange(100, dtype=torch.float64)
+    other_order = torch.round(1.0 + 0.5 - k * 0.5 / 100, decimals=2).float()
+    assert int((other_order != torch.tensor(tau)).sum()) == 20
+    assert other_order[3].item() == pytest.approx(1.48, abs=1e-7)
+    # the hand-counted levels: 51 distinct values 1.50 .. 1.00 for the 100 classes
+    assert sorted({round(v, 2) for v in tau}) == [round(1 + i / 100, 2) for i in range(51)]
+
+
+def test_rounding_leaves_the_last_inat_classes_at_one() -> None:
+    # C = 8142, gamma 0.1: 1.1 - k * 0.1 / 8142 < 1.005 for k > 7735.1, i.e. the last 8142 - 7736 = 406 or
+    # 407 indices depending on the tie at the boundary; the original's expression gives 407 (behaviour.md)
+    tau = scaling_factors(8142, 0.1, decimals=2)
+    assert int((tau == 1.0).sum()) == 407
+    assert tau.unique().numel() == 11
+
+
+def test_unrounded_factors_are_the_formula() -> None:
+    tau = scaling_factors(1000, 0.1)
+    k = torch.arange(1000, dtype=torch.float64)
+    assert torch.equal(tau, (1.1 - k * 0.1 / 1000).float())
+
+
 def test_gamma_zero_is_identity_factors() -> None:
     assert scaling_factors(7, 0.0).tolist() == [1.0] * 7
 
@@ -55,47 +97,67 @@ def test_module_uses_rank_or_index() -> None:
     assert by_index.class_factor.tolist() == pytest.approx(tau.tolist())
 
 
-def test_scaling_per_sample_and_schedule() -> None:
+def test_factors_per_sample_and_schedule() -> None:
     fcc = FeatureClusterCompression([30, 20, 10], gamma=0.3, start_epoch=3)  # tau 1.3, 1.2, 1.1
-    feats = torch.randn(4, 2, 3, 3, dtype=torch.float64)
     labels = torch.tensor([2, 0, 1, 0])
-    fcc.train()
-    assert torch.equal(fcc(feats, labels, epoch=2), feats)  # before the start epoch
-    out = fcc(feats, labels, epoch=3)
+    assert fcc.factors(labels, 2).tolist() == [1.0] * 4  # before the start epoch: ones, the same graph
+    assert fcc.factors(labels, 3).tolist() == pytest.approx([1.1, 1.3, 1.2, 1.3])
+    assert fcc.factors(labels, 200).tolist() == pytest.approx([1.1, 1.3, 1.2, 1.3])
+    # mixed samples: w * tau(a) + (1 - w) * tau(b)
+    mixed = fcc.mixed_factors(labels, torch.tensor([0, 0, 2, 1]), torch.tensor([0.25, 1.0, 0.5, 0.0]), 3)
+    assert mixed.tolist() == pytest.approx([0.25 * 1.1 + 0.75 * 1.3, 1.3, 0.5 * 1.2 + 0.5 * 1.1, 1.2])
+    feats = torch.randn(4, 2, 3, 3, dtype=torch.float64)
+    out = compress(feats, fcc.factors(labels, 3))
     expected = feats * torch.tensor([1.1, 1.3, 1.2, 1.3], dtype=torch.float64).view(4, 1, 1, 1)
-    assert torch.allclose(out, expected, atol=1e-6)
-    assert torch.equal(fcc(feats, None, epoch=3), feats)  # no labels: no scaling
-    fcc.eval()
-    assert torch.equal(fcc(feats, labels, epoch=3), feats)  # evaluation: never
+    assert out.dtype == torch.float32 and torch.allclose(out.double(), expected, atol=1e-6)
     assert "class_factor" not in fcc.state_dict()  # derived, not saved
 
 
-def tiny_network(fcc: bool, start: int = 1):
-    cfg = load_config(None, ["model.backbone=resnet_cifar", "model.backbone_params={depth: 8, width: 4}",
-                             f"fcc.enabled={str(fcc).lower()}", "fcc.gamma=0.5", f"fcc.start_epoch={start}"])
+def test_bf16_features_keep_every_factor_of_1000_classes() -> None:
+    """tau for ImageNet-LT (C = 1000, gamma 0.1) spans [1.0001, 1.1]; in bf16 (8 significant bits) those
+    1000 values collapse to about 14, which is what scaling in the features' dtype used to do."""
+    fcc = FeatureClusterCompression(list(range(1000, 0, -1)), gamma=0.1)
+    labels = torch.arange(1000)
+    features = torch.ones(1000, 4, dtype=torch.bfloat16)
+    scaled = compress(features, fcc.factors(labels, 1))
+    assert scaled.dtype == torch.float32
+    assert scaled[:, 0].unique().numel() == 1000  # every class keeps its own factor
+    expected = 1.1 - torch.arange(1000, dtype=torch.float64) * 0.1 / 1000
+    torch.testing.assert_close(scaled[:, 0].double(), expected, rtol=0, atol=1e-7)
+    assert (features * fcc.factors(labels, 1).to(torch.bfloat16)[:, None])[:, 0].unique().numel() <= 16
+
+
+def test_build_compression_ranks_as_configured() -> None:
+    """From a config: fcc.rank_by frequency ranks by the counts, index by the class id (class 0 smallest)."""
+    counts = [5, 50, 20]  # class 0 is the SMALLEST: by frequency it gets the smallest factor
+    cfg = load_config(None, ["fcc.enabled=true", "fcc.gamma=0.6"])
+    assert build_compression(cfg, counts).class_factor.tolist() == pytest.approx([1.2, 1.6, 1.4])
+    by_index = load_config(None, ["fcc.enabled=true", "fcc.gamma=0.6", "fcc.rank_by=index"])
+    assert build_compression(by_index, counts).class_factor.tolist() == pytest.approx([1.6, 1.4, 1.2])
+    assert build_compression(load_config(None, []), counts) is None
+
+
+def tiny_network():
+    cfg = load_config(None, ["model.backbone=resnet_cifar", "model.backbone_params={depth: 8, width: 4}"])
     torch.manual_seed(0)
-    return build_network(cfg, [50, 30, 20, 10, 5])
+    return build_network(cfg, 5)
 
 
-def test_fcc_changes_training_loss_but_not_evaluation() -> None:
-    plain, scaled = tiny_network(False), tiny_network(True, start=3)
-    scaled.load_state_dict(plain.state_dict())
+def test_fcc_changes_training_logits_but_not_evaluation() -> None:
+    """The network is pure: TrainingForward scales its pooled features by the factors, evaluation never does."""
+    net = tiny_network().train()
+    fcc = FeatureClusterCompression([50, 30, 20, 10, 5], gamma=0.5, start_epoch=3)
+    forward = TrainingForward(net)
     x = torch.randn(6, 3, 32, 32)
     y = torch.tensor([0, 1, 2, 3, 4, 0])
-    plain.train()
-    scaled.train()
-    loss = lambda net, epoch: F.cross_entropy(net(x, labels=y, epoch=epoch), y)  # noqa: E731
     with torch.no_grad():
-        base = loss(plain, 5)
-        assert torch.equal(loss(scaled, 2), base)  # nothing before the start epoch
-        assert not torch.allclose(loss(scaled, 3), base)  # active from the start epoch on
-        # the scaled training logits are head(tau * pooled) exactly
-        logits, feats = scaled(x, labels=y, epoch=3, return_features=True)
-        tau = scaled.compression.class_factor[y]
-        assert torch.allclose(feats, plain.features(x) * tau[:, None], atol=1e-5)
-        assert torch.allclose(logits, scaled.head(feats), atol=1e-5)
-        scaled.load_state_dict(plain.state_dict())  # training forwards moved the BN running stats
-        plain.eval()
-        scaled.eval()
-        assert torch.equal(scaled(x), plain(x))  # evaluation outputs identical
-        assert torch.equal(scaled(x, labels=y, epoch=10), plain(x))  # even if labels are passed
+        plain_logits, plain_feats = forward(x)
+        before, _ = forward(x, fcc.factors(y, 2))
+        assert torch.equal(before, plain_logits)  # x * 1.0 is exact before the start epoch
+        logits, feats = forward(x, fcc.factors(y, 3))
+        tau = torch.tensor([1.5, 1.4, 1.3, 1.2, 1.1, 1.5])
+        torch.testing.assert_close(feats, plain_feats * tau[:, None], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(logits, net.head(plain_feats * tau[:, None]), rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(logits, plain_logits)
+        net.eval()
+        assert torch.equal(net(x), net.head(net.features(x)))  # evaluation: the plain network

@@ -23,14 +23,23 @@ IDS = [p.relative_to(ROOT).as_posix().removesuffix(".yaml") for p in CONFIGS]
 
 
 def method(path: Path) -> str:
-    return path.stem.removesuffix("_fcc")
+    return path.stem.removesuffix("_original").removesuffix("_fcc")
+
+
+def check_factors(cfg: Config, path: Path) -> None:
+    """*_fcc ranks by frequency unrounded (fcc's fix); *_fcc_original has the original's (paper's) factors."""
+    if path.stem.endswith("_fcc_original"):
+        assert (cfg.fcc.rank_by, cfg.fcc.round_decimals) == ("index", 2)
+    elif cfg.fcc.enabled:
+        assert (cfg.fcc.rank_by, cfg.fcc.round_decimals) == ("frequency", None)
 
 
 def test_gallery_is_complete() -> None:
     for net in ("resnet10", "resnet50"):
         stems = {p.stem for p in (ROOT / "imagenet_lt" / net).glob("*.yaml") if not p.name.startswith("_")}
-        assert stems == {f"{m}{f}" for m in ("ce", "focal", "bsce", "crt", "tau_norm") for f in ("", "_fcc")}
-    assert {p.stem for p in INAT} == {"ce", "ce_fcc", "cb_ce", "cb_ce_fcc"}
+        assert stems == {f"{m}{f}" for m in ("ce", "focal", "bsce", "crt", "tau_norm")
+                         for f in ("", "_fcc", "_fcc_original")}
+    assert {p.stem for p in INAT} == {"ce", "ce_fcc", "ce_fcc_original", "cb_ce", "cb_ce_fcc", "cb_ce_fcc_original"}
 
 
 @pytest.mark.parametrize("path", IMAGENET, ids=[i for i in IDS if i.startswith("imagenet")])
@@ -43,21 +52,23 @@ def test_imagenet_lt_protocol(path: Path) -> None:
                                                                                        0.875)
     assert d.train_json.endswith("ImageNet_LT_train.json") and d.test_json.endswith("ImageNet_LT_test.json")
     t = cfg.train
-    fcc = path.stem.endswith("_fcc")
+    fcc = "_fcc" in path.stem
     assert cfg.fcc.enabled is fcc and cfg.out == f"runs/imagenet_lt_{net}/{path.stem}"
+    check_factors(cfg, path)
     if fcc:
         assert cfg.fcc.gamma == pytest.approx(0.1)
     if method(path) == "crt":
         assert (t.epochs, t.lr, t.weight_decay, t.milestones, t.lr_factor) == (30, 0.1, 5e-4, [10, 20], 0.1)
         assert (t.freeze, t.freeze_bn, cfg.model.init_exclude, cfg.sampler.name) == (["backbone"], True, ["head"],
                                                                                      "class_balanced")
-        stage1 = load_config(path.with_name(f"ce{'_fcc' if fcc else ''}.yaml"))
+        stage1 = load_config(path.with_name(f"ce{path.stem.removeprefix('crt')}.yaml"))
         assert cfg.model.init_from == f"{stage1.out}/checkpoints/last.pt"
         assert not fcc or cfg.fcc.start_epoch == 1  # the original's START_EPOCH 0: every epoch
         return
     assert (t.epochs, t.batch_size, t.lr, t.weight_decay, t.milestones) == (200, 64, 0.2, 1e-4, [160, 180])
     assert (t.warmup_epochs, t.nesterov, t.momentum, cfg.sampler.name) == (0, True, 0.9, "instance")
-    assert t.lr_factor == {"ce": 0.1, "bsce": 0.1, "focal": 0.01, "tau_norm": 0.01}[method(path)]
+    # the original's LR factors: 0.01 for tau-norm and focal+FCC, 0.1 otherwise (its focal without FCC too)
+    assert t.lr_factor == {"ce": 0.1, "bsce": 0.1, "focal": 0.01 if fcc else 0.1, "tau_norm": 0.01}[method(path)]
     assert cfg.loss.name == {"ce": "ce", "bsce": "balanced_softmax", "focal": "focal", "tau_norm": "ce"}[method(path)]
     assert cfg.eval.tau_norm == (1.0 if method(path) == "tau_norm" else None)
     assert not fcc or cfg.fcc.start_epoch == 51  # the original's START_EPOCH 50, strict >
@@ -71,7 +82,8 @@ def test_inat18_protocol(path: Path) -> None:
     assert (t.epochs, t.batch_size, t.lr, t.weight_decay, t.milestones, t.lr_factor, t.warmup_epochs) == \
         (100, 128, 0.2, 1e-4, [60, 80], 0.1, 0)
     assert (cfg.data.dataset, cfg.data.augment, cfg.data.color_jitter) == ("json", "rrc_flip", 0.0)
-    assert cfg.fcc.enabled is path.stem.endswith("_fcc")
+    assert cfg.fcc.enabled is ("_fcc" in path.stem)
+    check_factors(cfg, path)
     if cfg.fcc.enabled:
         assert (cfg.fcc.gamma, cfg.fcc.start_epoch) == (pytest.approx(0.1), 1)
     if method(path) == "cb_ce":

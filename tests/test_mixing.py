@@ -1,5 +1,5 @@
-"""Mixers, the Beta sampler, manifold mixing inside the network, FCC factors for mixed samples, and the
-mixing-aware objective."""
+"""Mixers and the Beta sampler (mixing inside the forward pass, and FCC factors of mixed samples, are in
+tests/test_objective.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from conftest import tiny_run_overrides
-from fcc.compression import FeatureClusterCompression
 from fcc.config import load_config
 from fcc.data.augment import Normalize, PadCropFlip
 from fcc.data.datasets import ArrayDataset
@@ -20,11 +19,8 @@ from fcc.data.loader import DeviceLoader
 from fcc.data.sampling import InstanceSampler
 from fcc.errors import ConfigError
 from fcc.losses import LOSSES
-from fcc.mixing import FeatureMix, MixedBatch, Mixer, beta_sample, cutmix_box, log_gamma_sample, remix_weights
-from fcc.models.network import Network
-from fcc.models.resnet_cifar import resnet_cifar
-from fcc.objective import Objective
-from fcc.registry import HEADS, MIXERS
+from fcc.mixing import beta_sample, cutmix_box, log_gamma_sample, remix_weights
+from fcc.registry import MIXERS
 from fcc.train import Trainer
 
 COUNTS = [600, 200, 100, 50]
@@ -177,6 +173,59 @@ def test_remix_mixer_uses_per_sample_weights() -> None:
     assert fired == {"zero", "one", "lam"}  # each branch met: the weights really vary per sample
 
 
+def remix_rule(lam: float, a: int, b: int) -> float:
+    """Remix's weight of label a, written out from the paper's rule (kappa 3, tau 0.5)."""
+    na, nb = REMIX_COUNTS[a], REMIX_COUNTS[b]
+    w = lam
+    if lam < 0.5 and na / nb >= 3:
+        w = 0.0
+    if 1 - lam < 0.5 and na * 3 / nb <= 1:
+        w = 1.0
+    return w
+
+
+def test_remix_reproduce_original_uses_the_batch_mean_and_label_a_factors() -> None:
+    n = len(REMIX_COUNTS)
+    images = (torch.arange(n, dtype=torch.float32) + 1).view(n, 1, 1, 1).expand(n, 3, 2, 2).clone()
+    labels = torch.arange(n)
+    ours = MIXERS.build("remix", {}, "mix.params", REMIX_COUNTS)
+    original = MIXERS.build("remix", {"reproduce_original": True}, "mix.params", REMIX_COUNTS)
+    varied = 0
+    for seed in range(20):
+        mine, theirs = ours(images, labels, gen(seed)), original(images, labels, gen(seed))
+        # the same draws: the same mixed images and partners, only the label weights differ
+        assert torch.equal(mine.images, theirs.images) and torch.equal(mine.labels_b, theirs.labels_b)
+        perm = theirs.labels_b
+        value, own = theirs.images[:, 0, 0, 0].double(), images[:, 0, 0, 0].double()
+        i = int(torch.nonzero(perm != labels)[0])
+        lam = float((value[i] - own[perm[i]]) / (own[i] - own[perm[i]]))
+        per_sample = [remix_rule(lam, a, b) for a, b in zip(labels.tolist(), perm.tolist())]
+        batch_mean = sum(per_sample) / n
+        np.testing.assert_allclose(mine.weight_a.numpy(), per_sample, atol=1e-5)
+        np.testing.assert_allclose(theirs.weight_a.numpy(), [batch_mean] * n, atol=1e-5)
+        assert mine.factor_weight_a is None  # FCC mixes both labels' factors with weight_a
+        assert torch.equal(theirs.factor_weight_a, torch.ones(n))  # the original's tau(label a) for all
+        varied += len(set(per_sample)) > 1
+    assert varied > 0  # the batch mean really differs from the per-sample weights somewhere
+
+
+def test_remix_reproduce_original_gives_the_original_loss() -> None:
+    # The original: loss = mean_i(l_i * CE_mean(a) + (1 - l_i) * CE_mean(b)) = m CE(a) + (1 - m) CE(b), with
+    # m the batch mean of the remix weights and CE the batch-mean cross-entropy of each label set.
+    n = len(REMIX_COUNTS)
+    images = torch.randn(n, 3, 2, 2, generator=gen(1))
+    labels = torch.arange(n)
+    batch = MIXERS.build("remix", {"reproduce_original": True}, "mix.params", REMIX_COUNTS)(images, labels, gen(4))
+    logits = torch.randn(n, n, generator=gen(2))
+    ce = LOSSES.build("ce", {}, "loss.params", REMIX_COUNTS)
+    ours = ce(logits, batch.labels_a, sample_weight=batch.weight_a) + ce(logits, batch.labels_b,
+                                                                          sample_weight=1 - batch.weight_a)
+    m = float(batch.weight_a[0])
+    expected = m * torch.nn.functional.cross_entropy(logits, labels) + (1 - m) * torch.nn.functional.cross_entropy(
+        logits, batch.labels_b)
+    torch.testing.assert_close(ours, expected, atol=1e-6, rtol=1e-6)
+
+
 def test_mixer_parameters_are_validated() -> None:
     with pytest.raises(ConfigError, match="alpha"):
         MIXERS.build("mixup", {"alpha": 0}, "mix.params", COUNTS)
@@ -216,26 +265,7 @@ def test_cutmix_box_area_follows_lambda() -> None:
     assert not mask.any() and float(kept) == 1.0
 
 
-# ------------------------------------------------------------------------- network and FCC
-
-def tiny_network(fcc: bool = False, gamma: float = 0.5) -> Network:
-    torch.manual_seed(0)
-    backbone = resnet_cifar(depth=8, width=4)
-    head = HEADS.build("linear", {}, "model.head_params", backbone.out_channels, len(COUNTS))
-    compression = FeatureClusterCompression(COUNTS, gamma=gamma, start_epoch=1) if fcc else None
-    return Network(backbone, head, compression).train()
-
-
-def manifold(location: str, lam: float, perm: torch.Tensor, labels: torch.Tensor, images: torch.Tensor) -> MixedBatch:
-    lam_t = torch.tensor(lam)
-    return MixedBatch(images, labels, labels[perm], lam_t.expand(len(labels)), FeatureMix(location, lam_t, perm))
-
-
-def tau_float64(labels: torch.Tensor, gamma: float) -> torch.Tensor:
-    """FCC factors recomputed: rank k by count (largest first; COUNTS is already sorted), 1 + g - k g / C."""
-    c = len(COUNTS)
-    return 1 + gamma - labels.double() * gamma / c
-
+# ------------------------------------------------------------------------- manifold mixer
 
 @pytest.fixture
 def data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -244,98 +274,6 @@ def data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     labels = torch.tensor([0, 1, 2, 3, 0, 2])
     perm = torch.tensor([3, 0, 5, 1, 2, 4])
     return x, labels, perm
-
-
-LOCATIONS = ["stage1", "stage2", "stage3", "pool", "logits"]
-
-
-@pytest.mark.parametrize("location", LOCATIONS)
-@pytest.mark.parametrize("fcc", [False, True])
-def test_manifold_mixing_with_lambda_one_is_the_unmixed_forward(location: str, fcc: bool, data) -> None:
-    x, labels, perm = data
-    net = tiny_network(fcc)
-    plain_logits, plain_feats = net(x, labels=labels, epoch=1, return_features=True)
-    logits, feats = net(x, labels=labels, epoch=1, return_features=True,
-                        mix=manifold(location, 1.0, perm, labels, x))
-    torch.testing.assert_close(logits, plain_logits, atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(feats, plain_feats, atol=1e-6, rtol=1e-6)
-
-
-@pytest.mark.parametrize("location", LOCATIONS)
-def test_manifold_mixing_with_lambda_zero_is_the_partner_forward(location: str, data) -> None:
-    x, labels, perm = data
-    net = tiny_network(fcc=True)
-    plain = net(x, labels=labels, epoch=1)
-    mixed = net(x, labels=labels, epoch=1, mix=manifold(location, 0.0, perm, labels, x))
-    torch.testing.assert_close(mixed, plain[perm], atol=1e-4, rtol=1e-4)  # BN batch stats: float order only
-
-
-def _manual_forward(net: Network, x: torch.Tensor, stage: int, mix: FeatureMix,
-                    factors: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    h = net.backbone.stem(x)
-    for i, block in enumerate(net.backbone.stages, start=1):
-        h = block(h)
-        if i == stage:
-            h = mix.lam * h + (1 - mix.lam) * h[mix.perm]
-    if factors is not None:
-        h = h * factors.float().view(-1, 1, 1, 1)
-    f = h.mean(dim=(2, 3))
-    return net.head(f), f
-
-
-@pytest.mark.parametrize("stage", [1, 2, 3])
-def test_manifold_mixing_at_a_stage_mixes_there_and_fcc_uses_the_label_weights(stage: int, data) -> None:
-    x, labels, perm = data
-    gamma = 0.5
-    net = tiny_network(fcc=True, gamma=gamma)
-    batch = manifold(f"stage{stage}", 0.3, perm, labels, x)
-    logits, feats = net(x, labels=labels, epoch=1, return_features=True, mix=batch)
-    factors = 0.3 * tau_float64(labels, gamma) + 0.7 * tau_float64(labels[perm], gamma)
-    ref_logits, ref_feats = _manual_forward(net, x, stage, batch.feature_mix, factors)
-    torch.testing.assert_close(feats, ref_feats, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(logits, ref_logits, atol=1e-5, rtol=1e-5)
-    # and it differs from mixing at another stage
-    other = net(x, labels=labels, epoch=1, mix=manifold(f"stage{stage % 3 + 1}", 0.3, perm, labels, x))
-    assert not torch.allclose(other, logits, atol=1e-3)
-
-
-def test_mixing_at_pool_and_logits_happens_after_fcc_with_own_labels(data) -> None:
-    x, labels, perm = data
-    net = tiny_network(fcc=True, gamma=0.8)
-    plain_logits, plain_feats = net(x, labels=labels, epoch=1, return_features=True)
-    unscaled = net.features(x)
-    torch.testing.assert_close(plain_feats, unscaled * tau_float64(labels, 0.8).float()[:, None])
-    logits, feats = net(x, labels=labels, epoch=1, return_features=True, mix=manifold("pool", 0.3, perm, labels, x))
-    torch.testing.assert_close(feats, 0.3 * plain_feats + 0.7 * plain_feats[perm], atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(logits, net.head(feats))
-    logits = net(x, labels=labels, epoch=1, mix=manifold("logits", 0.3, perm, labels, x))
-    torch.testing.assert_close(logits, 0.3 * plain_logits + 0.7 * plain_logits[perm], atol=1e-6, rtol=1e-5)
-
-
-def test_fcc_factor_of_input_mixed_samples_is_the_label_weighted_tau(data) -> None:
-    x, labels, perm = data
-    gamma = 1.0
-    net = tiny_network(fcc=True, gamma=gamma)
-    w = torch.tensor([0.0, 0.25, 0.5, 1.0, 0.9, 0.1])
-    batch = MixedBatch(x, labels, labels[perm], w)
-    _, feats = net(x, labels=labels, epoch=1, return_features=True, mix=batch)
-    expected = w.double() * tau_float64(labels, gamma) + (1 - w.double()) * tau_float64(labels[perm], gamma)
-    torch.testing.assert_close(feats.double(), net.features(x).double() * expected[:, None], atol=1e-5, rtol=1e-5)
-    # before FCC's start epoch the mixed path scales nothing
-    net.compression.start_epoch = 5
-    _, feats = net(x, labels=labels, epoch=4, return_features=True, mix=batch)
-    torch.testing.assert_close(feats, net.features(x))
-
-
-def test_manifold_location_must_exist_in_the_backbone(data) -> None:
-    x, labels, perm = data
-    net = tiny_network()
-    mixer = MIXERS.build("manifold_mixup", {"location": "stage4"}, "mix.params", COUNTS)
-    with pytest.raises(ConfigError, match="3 stages"):
-        mixer.bind(model=net)
-    with pytest.raises(ValueError, match="3 stages"):
-        net(x, labels=labels, epoch=1, mix=manifold("stage4", 0.5, perm, labels, x))
-    MIXERS.build("manifold_mixup", {"location": "stage3"}, "mix.params", COUNTS).bind(model=net)
 
 
 def test_manifold_mixer_draws_lambda_and_pairing(data) -> None:
@@ -405,36 +343,6 @@ def test_bilateral_mix_needs_a_loader_that_can_draw() -> None:
     mixer = MIXERS.build("bilateral", {}, "mix.params", COUNTS)
     with pytest.raises(ConfigError, match="bilateral"):
         mixer.bind(loader=object())
-
-
-# --------------------------------------------------------------------------------- objective
-
-class FixedMixer(Mixer):
-    def __init__(self, batch: MixedBatch) -> None:
-        super().__init__(COUNTS)
-        self.batch = batch
-
-    def __call__(self, images, labels, generator) -> MixedBatch:
-        return self.batch
-
-
-def test_objective_loss_and_accuracy_match_an_independent_computation(data) -> None:
-    x, labels, perm = data
-    net = tiny_network(fcc=True)
-    w = torch.tensor([0.0, 0.25, 0.5, 1.0, 0.9, 0.1])
-    batch = MixedBatch(x, labels, labels[perm], w)
-    criterion = LOSSES.build("ce", {}, "loss.params", COUNTS)
-    out = Objective(net, criterion, FixedMixer(batch))(x, labels, 1, gen(0))
-    logits = net(x, labels=labels, epoch=1, mix=batch).double()
-    logp = torch.log_softmax(logits, dim=1)
-    wd = w.double()
-    nll_a = -logp[torch.arange(6), labels]
-    nll_b = -logp[torch.arange(6), labels[perm]]
-    expected = (wd * nll_a + (1 - wd) * nll_b).mean()
-    torch.testing.assert_close(out.loss.double(), expected, atol=1e-5, rtol=1e-5)
-    pred = logits.argmax(dim=1)
-    correct = float((wd * (pred == labels) + (1 - wd) * (pred == labels[perm])).sum())
-    assert float(out.correct) == pytest.approx(correct)
 
 
 # ------------------------------------------------------------------------ through the trainer

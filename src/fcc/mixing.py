@@ -98,6 +98,8 @@ class MixedBatch:
     labels_b: Tensor | None = None
     weight_a: Tensor | None = None
     feature_mix: FeatureMix | None = None
+    # per-sample weight of labels_a's FCC factor, None means weight_a (see fcc.objective)
+    factor_weight_a: Tensor | None = None
 
 
 class BatchSource(Protocol):
@@ -223,16 +225,25 @@ def remix_weights(lam: Tensor, counts_a: Tensor, counts_b: Tensor, kappa: float,
 
 @MIXERS.register("remix")
 class Remix(BetaMixer):
-    """Remix: mixup images, but labels favour the minority class; the weights are used per sample."""
+    """Remix: mixup images, but labels favour the minority class; the weights are used per sample.
+
+    ``reproduce_original`` gives the original code's remix exactly, bugs included, so that its published
+    numbers (the FCC table's remix row) can be reproduced: its criterion returned a batch mean, so the
+    per-sample weights collapsed to their batch mean (every sample's label a weighted mean(lam_i)), and
+    its remix+FCC scaled every sample by label a's FCC factor whatever the weights
+    (``factor_weight_a`` all ones). By default each sample keeps its own weight, which also weights the
+    two labels' FCC factors.
+    """
 
     def __init__(self, class_counts: Sequence[int], *, alpha: float = 1.0, kappa: float = 3.0,
-                 tau: float = 0.5) -> None:
+                 tau: float = 0.5, reproduce_original: bool = False) -> None:
         super().__init__(class_counts, alpha=alpha)
         if not kappa > 0:
             raise ConfigError(f"mix.params.kappa: expected a count ratio > 0, got {kappa}")
         if not 0 <= tau <= 1:
             raise ConfigError(f"mix.params.tau: expected a pixel share in [0, 1], got {tau}")
         self.kappa, self.tau = kappa, tau
+        self.reproduce_original = reproduce_original
         self._counts = torch.as_tensor(self.class_counts, dtype=torch.float64)
 
     def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> MixedBatch:
@@ -241,7 +252,11 @@ class Remix(BetaMixer):
         lam, perm = self.draw_pairing(labels, generator)
         labels_b = labels[perm]
         weight = remix_weights(lam, self._counts[labels], self._counts[labels_b], self.kappa, self.tau)
-        return MixedBatch(_mix_images(images, perm, lam), labels, labels_b, weight)
+        mixed = _mix_images(images, perm, lam)
+        if not self.reproduce_original:
+            return MixedBatch(mixed, labels, labels_b, weight)
+        batch_mean = weight.mean().expand(labels.numel())
+        return MixedBatch(mixed, labels, labels_b, batch_mean, factor_weight_a=torch.ones_like(weight))
 
 
 def cutmix_box(lam: Tensor, height: int, width: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
