@@ -15,16 +15,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fcc.config import Config
 from fcc.errors import CheckpointError
 from fcc.runs import load_run, num_classes_of
 
 
-def load_teacher(source: str | Path, num_classes: int, device: torch.device | str) -> nn.Module:
+def load_teacher(source: str | Path, num_classes: int, device: torch.device | str,
+                 fallback: Config | None = None) -> nn.Module:
     """A frozen teacher network from a run directory (its last.pt) or a checkpoint file.
 
-    Its number of classes must equal the student's (the DiVE loss compares the two distributions).
+    Its number of classes must equal the student's (the DiVE loss compares the two distributions). A
+    checkpoint that holds no config (the original code's) is taken to have the ``fallback`` (the
+    student's) architecture, as the original built its teacher.
     """
-    run = load_run(source, "last", what="distill.teacher", device=device, tau_norm=False)
+    run = load_run(source, "last", what="distill.teacher", device=device, tau_norm=False, config=fallback)
     teacher = run.network
     classes = num_classes_of(run)
     if classes != num_classes:

@@ -59,11 +59,19 @@ def _check_not_training(run_dir: Path) -> None:
                           "result: wait for it to finish (or stop it) and evaluate then")
 
 
-def _open_run(run_dir: Path, cfg: Config, checkpoint: str) -> tuple[DistContext, DataSplits, LoadedRun, ClassStats]:
-    """The context, the data, the loaded run (plain network, tau applied by the caller) and its statistics."""
+def _open_run(run_dir: Path, cfg: Config, checkpoint: str, config_mode: bool = False
+              ) -> tuple[DistContext, DataSplits, LoadedRun, ClassStats]:
+    """The context, the data, the loaded run (plain network, tau applied by the caller) and its statistics.
+
+    ``config_mode``: ``checkpoint`` is a file evaluated with ``cfg`` (e.g. the original code's .pth, which
+    holds no config), and ``run_dir`` only receives the files.
+    """
     _check_not_training(run_dir)
     ctx = setup(cfg.device)
-    run = load_run(run_dir, checkpoint, what="fcc eval", device=ctx.device, tau_norm=False)
+    if config_mode:
+        run = load_run(checkpoint, what="fcc eval --checkpoint", device=ctx.device, tau_norm=False, config=cfg)
+    else:
+        run = load_run(run_dir, checkpoint, what="fcc eval", device=ctx.device, tau_norm=False)
     run.config = cfg  # the caller's (possibly overridden) config of this run
     splits = build_splits(cfg)
     stats = run.stats or splits.stats
@@ -73,15 +81,17 @@ def _open_run(run_dir: Path, cfg: Config, checkpoint: str) -> tuple[DistContext,
     return ctx, splits, run, stats
 
 
-def evaluate_run(run_dir: Path, cfg: Config, checkpoint: str = "last", split: str = "test") -> dict[str, Any]:
+def evaluate_run(run_dir: Path, cfg: Config, checkpoint: str = "last", split: str = "test",
+                 config_mode: bool = False) -> dict[str, Any]:
     """`fcc eval`: load a run's checkpoint, evaluate it, write the eval files.
 
     The default (last checkpoint, test split, the run's own tau-normalisation) writes eval.json; any other
     choice writes eval_<checkpoint>_<split>[_tau<t>].json so the run's own final numbers are never overwritten.
+    In ``config_mode`` (a checkpoint file evaluated with a config, into a folder of its own) it is eval.json.
     """
-    ctx, splits, run, stats = _open_run(run_dir, cfg, checkpoint)
+    ctx, splits, run, stats = _open_run(run_dir, cfg, checkpoint, config_mode)
     tau = cfg.eval.tau_norm
-    default = checkpoint == "last" and split == "test" and tau == _saved_tau(run_dir)
+    default = config_mode or (checkpoint == "last" and split == "test" and tau == _saved_tau(run_dir))
     stem = "eval" if default else f"eval_{Path(checkpoint).stem}_{split}" + (f"_tau{tau:g}" if tau is not None else "")
     loader = build_eval_loader(cfg, splits, splits.split(split), ctx)
     info = {"checkpoint": run.shown_path(), "epoch": run.epoch}
@@ -95,10 +105,11 @@ def _saved_tau(run_dir: Path) -> float | None:
     return load_run_config(run_dir).eval.tau_norm
 
 
-def feature_stats_run(run_dir: Path, cfg: Config, checkpoint: str = "last", split: str = "test") -> dict[str, Any]:
+def feature_stats_run(run_dir: Path, cfg: Config, checkpoint: str = "last", split: str = "test",
+                      config_mode: bool = False) -> dict[str, Any]:
     """`fcc eval --features`: cluster statistics of a checkpoint's features -> features[_<ckpt>_<split>].json,
     and the features themselves -> features[...].npz."""
-    ctx, splits, run, stats = _open_run(run_dir, cfg, checkpoint)
+    ctx, splits, run, stats = _open_run(run_dir, cfg, checkpoint, config_mode)
     loader = build_eval_loader(cfg, splits, splits.split(split), ctx)
     tally, kept = run_feature_stats(run.network, loader, stats.num_classes, ctx,
                                     autocast_dtype(cfg.train.amp, ctx.device), keep=True)
@@ -108,7 +119,7 @@ def feature_stats_run(run_dir: Path, cfg: Config, checkpoint: str = "last", spli
         names = run.class_names or splits.class_names
         result = {"checkpoint": run.shown_path(), "epoch": run.epoch, "split": split,
                   **feature_summary(tally, stats.train_counts, e.many_shot_min, e.few_shot_max)}
-        default = checkpoint == "last" and split == "test"
+        default = config_mode or (checkpoint == "last" and split == "test")
         stem = "features" if default else f"features_{Path(checkpoint).stem}_{split}"
         write_json(run_dir / f"{stem}.json", result)
         assert kept is not None

@@ -58,13 +58,17 @@ class TensorboardSink:
 class MetricsLog:
     """The epoch records of one run, written by the main process only."""
 
-    def __init__(self, run_dir: Path, cfg: Config, *, is_main: bool) -> None:
+    def __init__(self, run_dir: Path, cfg: Config, *, is_main: bool, resuming: bool = False) -> None:
         self.cfg = cfg
         self.is_main = is_main
         self.file = MetricsFile(run_dir)
         self.sinks: list[Any] = []
         if is_main and cfg.train.tensorboard:
             self.sinks.append(TensorboardSink(run_dir))
+        if is_main and cfg.train.tracker != "none":
+            from fcc.trackers import build_tracker
+
+            self.sinks.append(build_tracker(run_dir, cfg, resuming=resuming))
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.is_main:
@@ -79,10 +83,16 @@ class MetricsLog:
         if self.is_main:
             self.file.truncate(next_epoch)
 
+    def final(self, result: dict[str, Any]) -> None:
+        """The final evaluation (eval.json's numbers), for the sinks that keep a summary."""
+        for sink in self.sinks:
+            getattr(sink, "final", lambda _result: None)(result)
+
     def flush(self) -> None:
         for sink in self.sinks:
             getattr(sink, "flush", lambda: None)()
 
-    def close(self) -> None:
+    def close(self, status: str = "finished") -> None:
+        """``status``: finished, failed or interrupted (a tracker marks its run so)."""
         for sink in self.sinks:
-            sink.close()
+            sink.close(status) if not isinstance(sink, TensorboardSink) else sink.close()

@@ -41,7 +41,9 @@ def init_from(network: nn.Module, cfg: Config) -> None:
     source = cfg.model.init_from
     assert source is not None
     art = read_run(source, what="model.init_from")
-    load_model_state(network, art.state_dict, f"model.init_from {art.path}", exclude=cfg.model.init_exclude)
+    where = f"model.init_from {art.path}"
+    weights = art.weights_for(network, where, exclude=cfg.model.init_exclude)  # the original code's names too
+    load_model_state(network, weights, where, exclude=cfg.model.init_exclude)
 
 
 def freeze(network: nn.Module, prefixes: list[str]) -> list[nn.Module]:
@@ -120,7 +122,7 @@ def build_method(cfg: Config, stats: ClassStats, device: torch.device) -> Method
     if cfg.distill.teacher:
         from fcc.distill import load_teacher
 
-        teacher = load_teacher(cfg.distill.teacher, stats.num_classes, device)
+        teacher = load_teacher(cfg.distill.teacher, stats.num_classes, device, fallback=cfg)
     if getattr(criterion, "needs_teacher", False) and teacher is None:
         raise ConfigError(f"loss.name: {cfg.loss.name!r} distils from a teacher; set distill.teacher "
                           "to a finished run directory or checkpoint")

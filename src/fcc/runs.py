@@ -54,6 +54,15 @@ class RunArtifacts:
     epoch: int | str | None  # the last finished epoch, or "E (stopped after step S)"
     state: dict[str, Any] = field(repr=False, default_factory=dict)
     config_source: str = ""  # where the config came from, for errors
+    original: bool = False  # weights of the original FCC / bag-of-tricks code (its key names)
+
+    def weights_for(self, model: nn.Module, source: str, exclude: Sequence[str] = ()) -> dict[str, Tensor]:
+        """The weights under ``model``'s names: an original-code checkpoint's keys are converted."""
+        if not self.original:
+            return self.state_dict
+        from fcc.original_checkpoint import convert_original_state
+
+        return convert_original_state(self.state_dict, model, source, exclude=exclude)
 
     def shown_path(self) -> str:
         """The checkpoint path relative to its run directory when inside it (for eval.json)."""
@@ -100,13 +109,29 @@ def _epoch_of(state: Mapping[str, Any]) -> int | str | None:
     return next_epoch - 1
 
 
+def _load_any(path: Path) -> tuple[dict[str, Any], bool]:
+    """An fcc checkpoint, or the original code's ``.pth`` (weights only): (state, is_original)."""
+    from fcc.original_checkpoint import is_original_state, load_original_checkpoint
+
+    try:
+        state = load_checkpoint(path)
+    except CheckpointError as ours:
+        try:
+            return {"model": load_original_checkpoint(path)}, True
+        except CheckpointError:
+            raise ours from None
+    return state, is_original_state(state["model"]) and "config" not in state
+
+
 def read_run(source: str | Path, checkpoint: str = "last", *, what: str = "run",
-             overrides: Sequence[str] = ()) -> RunArtifacts:
+             overrides: Sequence[str] = (), config: Config | None = None) -> RunArtifacts:
     """Read a run's checkpoint without building anything.
 
     ``source`` is a run directory (its ``checkpoint``: 'last', 'best' or a checkpoint file) or a
-    checkpoint file. The config is the run directory's config.yaml (with ``overrides``) or else the one
-    saved in the checkpoint; ``what`` names the key or option the source came from, for errors.
+    checkpoint file, ours or the original code's. The config is the run directory's config.yaml (with
+    ``overrides``), else the one saved in the checkpoint, else ``config`` (what the caller knows the
+    network to be, e.g. for the original's checkpoints, which hold none); ``what`` names the key or
+    option the source came from, for errors.
     """
     source = Path(source)
     try:
@@ -118,14 +143,17 @@ def read_run(source: str | Path, checkpoint: str = "last", *, what: str = "run",
         raise CheckpointError(f"{what}: {err}") from None
     except (OSError, ValueError) as err:  # a name the OS cannot take (NUL byte, too long a component)
         raise CheckpointError(f"{what}: {source}: not a usable path ({err})") from None
-    state = load_checkpoint(path)
+    state, original = _load_any(path)
     run_dir = source if source.is_dir() else _run_dir_of(path)
     try:
         cfg = load_run_config(run_dir, overrides) if run_dir is not None else None
     except ConfigError as err:
         raise ConfigError(f"{what}: {err}") from None
+    config_source = str(run_dir / "config.yaml") if run_dir is not None else f"{path} (its saved config)"
     if cfg is None:
         cfg = _saved_config(state, path, what)
+        if cfg is None and config is not None:
+            cfg, config_source = config, "the config it is used with"
         if cfg is not None and overrides:
             raw = apply_overrides(cfg.to_dict(), list(overrides))
             cfg = from_dict(raw, f"{path} (its saved config, overridden)")
@@ -136,25 +164,24 @@ def read_run(source: str | Path, checkpoint: str = "last", *, what: str = "run",
         raise CheckpointError(f"{what}: {path}: 'class_names' is not a list of strings")
     if stats is not None and names is not None and len(names) != stats.num_classes:
         raise CheckpointError(f"{what}: {path}: {len(names)} class names for {stats.num_classes} classes")
-    source_of_config = str(run_dir / "config.yaml") if run_dir is not None else f"{path} (its saved config)"
     return RunArtifacts(path, run_dir, dict(state["model"]), cfg, stats, names, _epoch_of(state), state,
-                        source_of_config)
+                        config_source, original)
 
 
 def num_classes_of(art: RunArtifacts) -> int:
     """The number of classes the checkpoint's network was trained for: its statistics, else its classifier."""
     if art.stats is not None:
         return art.stats.num_classes
-    for key in ("head.fc.weight", "head.weight"):
+    keys = ("classifier.weight", "classifier.fc.weight") if art.original else ("head.fc.weight", "head.weight")
+    for key in keys:
         if key in art.state_dict and art.state_dict[key].dim() == 2:
             return int(art.state_dict[key].shape[0])
     raise CheckpointError(f"{art.path}: holds no class statistics and no classifier weights; cannot tell its "
                           "number of classes")
 
 
-def build_checked_network(cfg: Config, num_classes: int, state_dict: Mapping[str, Tensor], source: str,
-                          config_source: str = "its config") -> nn.Module:
-    """The network of ``cfg`` with the weights of ``state_dict``, on the CPU.
+def build_checked_network(cfg: Config, num_classes: int, art: RunArtifacts, source: str) -> nn.Module:
+    """The network of ``cfg`` with the weights of ``art``, on the CPU.
 
     It is built on the meta device first (no memory, no init work) and compared with the checkpoint's
     tensors: a config that does not describe these weights is refused before anything is allocated.
@@ -165,7 +192,8 @@ def build_checked_network(cfg: Config, num_classes: int, state_dict: Mapping[str
         with torch.device("meta"):
             shape_only = build_network(cfg, num_classes)
     except FccError as err:
-        raise CheckpointError(f"{source}: the network of {config_source} cannot be built: {err}") from None
+        raise CheckpointError(f"{source}: the network of {art.config_source} cannot be built: {err}") from None
+    state_dict = art.weights_for(shape_only, source)
     load_model_state(shape_only, state_dict, source, check_only=True)
     del shape_only
     network = build_network(cfg, num_classes)
@@ -184,7 +212,8 @@ class LoadedRun(RunArtifacts):
 
 
 def load_run(source: str | Path, checkpoint: str = "last", *, what: str = "run", overrides: Sequence[str] = (),
-             device: torch.device | str | None = None, tau_norm: bool = True) -> LoadedRun:
+             device: torch.device | str | None = None, tau_norm: bool = True,
+             config: Config | None = None) -> LoadedRun:
     """A run's network with its weights, on ``device`` (default: the run's ``device``), in eval mode.
 
     With ``tau_norm`` and ``eval.tau_norm`` set in the run's config, ``model`` evaluates with the
@@ -193,10 +222,9 @@ def load_run(source: str | Path, checkpoint: str = "last", *, what: str = "run",
     """
     from fcc.distributed import resolve_device
 
-    art = read_run(source, checkpoint, what=what, overrides=overrides)
+    art = read_run(source, checkpoint, what=what, overrides=overrides, config=config)
     cfg = art.require_config(what)
-    network = build_checked_network(cfg, num_classes_of(art), art.state_dict, f"{what} {art.path}",
-                                    art.config_source)
+    network = build_checked_network(cfg, num_classes_of(art), art, f"{what} {art.path}")
     dev = torch.device(device) if device is not None else resolve_device(cfg.device)
     network.to(dev).eval()
     model: nn.Module = network

@@ -74,6 +74,8 @@ class Trainer:
     def _abandon_start(self, created: bool) -> None:
         """A start that failed before training leaves nothing behind: the lock is released, and a run
         directory this start created (config, empty folders) is removed again."""
+        if hasattr(self, "metrics"):
+            self.metrics.close("failed")
         unlock_run_dir(self.run_dir)
         if not (created and self.ctx.is_main):
             return
@@ -118,7 +120,7 @@ class Trainer:
         self.loop = LoopState()
         self.signals = StopSignals(self.ctx)
         self.step_callback: Callable[[Trainer, int, int], None] | None = None
-        self.metrics = MetricsLog(self.run_dir, cfg, is_main=self.ctx.is_main)
+        self.metrics = MetricsLog(self.run_dir, cfg, is_main=self.ctx.is_main, resuming=resume)
         if resume:
             last = self.run_dir / "checkpoints" / "last.pt"
             if last.exists():
@@ -241,13 +243,20 @@ class Trainer:
         self.signals.request(*(() if signum is None else (signum,)))
 
     def fit(self) -> dict[str, Any]:
+        status = "failed"
         try:
             with self.signals.installed():
                 for epoch in range(self.loop.next_epoch, self.cfg.train.epochs + 1):
                     self._run_epoch(epoch)
-            return self.final_eval()
+            result = self.final_eval()
+            self.metrics.final(result)
+            status = "finished"
+            return result
+        except TrainingInterrupted:
+            status = "interrupted"
+            raise
         finally:
-            self.metrics.close()
+            self.metrics.close(status)
             unlock_run_dir(self.run_dir)
 
     def _set_lr(self, epoch: int) -> float:
