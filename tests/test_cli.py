@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import tiny_run_overrides
+from conftest import subprocess_env, tiny_run_overrides
 from fcc.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def test_user_errors_exit_2_without_traceback(tmp_path: Path, capsys: pytest.Cap
 
 def test_data_cifar_lt_prints_counts() -> None:
     proc = subprocess.run([sys.executable, "-m", "fcc", "data", "cifar-lt", "--dataset", "cifar100",
-                           "--imbalance", "100"], capture_output=True, text=True, check=True)
+                           "--imbalance", "100"], capture_output=True, text=True, check=True, env=subprocess_env())
     lines = proc.stdout.strip().splitlines()
     assert lines[-1] == "total\t10847"
     assert lines[2] == "0\t500" and lines[-2] == "99\t5"

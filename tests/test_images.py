@@ -305,7 +305,7 @@ def test_json_dataset_device_and_workers(tmp_path: Path) -> None:
     cfg = data_cfg(train_json, test_json, "data.test_crop_ratio=1.0")
     splits = build_splits(cfg)  # auto: 16 images of 32x32 fit the budget -> decoded arrays
     assert isinstance(splits.train, ArrayDataset) and isinstance(splits.test, ArrayDataset)
-    assert splits.class_counts == [5, 3, 2] and splits.num_classes == 3 and splits.val is None
+    assert list(splits.stats.train_counts) == [5, 3, 2] and splits.num_classes == 3 and splits.val is None
     first = json.loads(train_json.read_text())["annotations"][0]
     expected = np.asarray(Image.open(tmp_path / first["fpath"])).transpose(2, 0, 1)
     np.testing.assert_array_equal(splits.train.images[0].numpy(), expected)
@@ -313,7 +313,7 @@ def test_json_dataset_device_and_workers(tmp_path: Path) -> None:
 
     cfg = data_cfg(train_json, test_json, "data.loader=workers", "data.augment=rrc_flip", "data.color_jitter=0.4")
     splits = build_splits(cfg)
-    assert isinstance(splits.train, ImageFiles) and splits.class_counts == [5, 3, 2]
+    assert isinstance(splits.train, ImageFiles) and list(splits.stats.train_counts) == [5, 3, 2]
     ctx = DistContext()
     sampler = InstanceSampler(splits.train.labels, 3)
     loader = build_train_loader(cfg, splits, sampler, ctx)
@@ -352,7 +352,7 @@ def test_skip_bad_images_before_training(tmp_path: Path) -> None:
         warnings.simplefilter("always")
         splits = build_splits(data_cfg(train_json, test_json, "data.check_images=header",
                                        "data.skip_bad_images=true"))
-    assert splits.class_counts == [2, 2]
+    assert list(splits.stats.train_counts) == [2, 2]
     assert any("leaving out 1 unreadable" in str(w.message) for w in caught)
 
 
@@ -362,7 +362,7 @@ def test_image_folder_dataset(tmp_path: Path) -> None:
     cfg = load_config(None, ["data.dataset=image_folder", f"data.root={tmp_path}", "data.image_size=32",
                              "data.workers=0", "data.loader=workers"])
     splits = build_splits(cfg)
-    assert splits.class_names == ["a", "b"] and splits.class_counts == [1, 3]
+    assert splits.class_names == ["a", "b"] and list(splits.stats.train_counts) == [1, 3]
     assert splits.test.labels.tolist() == [1]
     write_folder(tmp_path / "test", [1], names=["c"])
     with pytest.raises(DataError, match=r"class folders \['c'\] do not exist"):

@@ -14,8 +14,8 @@ from fcc.cli import main
 from fcc.config import load_config
 from fcc.data.augment import Normalize
 from fcc.data.build import build_splits
-from fcc.evaluate import load_run_model
-from fcc.train import Trainer, load_run_config
+from fcc.runs import load_run, load_run_config
+from fcc.train import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +41,7 @@ def test_predictions_match_the_evaluation_forward(run: Path, tmp_path: Path) -> 
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
     assert sorted(r["path"] for r in rows) == sorted(str(p) for p in paths)
-    _, _, model, _ = load_run_model(run, cfg)
-    model.eval()
+    model = load_run(run).model
     with torch.no_grad():
         probs = model(Normalize(splits.mean, splits.std)(images)).softmax(1)
     for row in rows:

@@ -166,11 +166,14 @@ def test_resume_with_a_changed_model_or_data_is_refused(
         reference = inprocess_reference(cifar10_root, tmp_path_factory)
     run_dir = tmp_path / "run"
     shutil.copytree(reference, run_dir)
+    # the checkpoint itself refuses a network or training set other than its own ...
     with pytest.raises(CheckpointError, match=message):
         Trainer(load_run_config(run_dir, [override]), resume=True)
+    # ... and the command refuses such an override before even reading it, naming the key
     assert cli.main(["train", "--resume", str(run_dir), override]) == 2
     err = capsys.readouterr().err
-    assert f"error: {run_dir / 'checkpoints' / 'last.pt'}" in err and "Traceback" not in err
+    key = override.split("=")[0]
+    assert f"error: override {override!r}: {key} cannot change when resuming" in err and "Traceback" not in err
 
 
 def test_init_from_missing_or_garbage_files(cifar10_root: Path, tmp_path: Path) -> None:

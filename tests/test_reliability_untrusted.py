@@ -21,7 +21,8 @@ from fcc.config import DataConfig
 from fcc.data.cifar import _unpickle, build_cifar
 from fcc.data.download import extract_folder, safe_extract
 from fcc.errors import CheckpointError, DataError
-from fcc.train import Trainer, load_run_config
+from fcc.runs import load_run_config
+from fcc.train import Trainer
 from test_reliability_support import inprocess_reference, one_thread, run_overrides
 
 

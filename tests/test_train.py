@@ -12,7 +12,8 @@ from conftest import tiny_run_overrides
 from fcc.checkpoint import load_checkpoint
 from fcc.config import load_config
 from fcc.errors import ConfigError, OutputError
-from fcc.train import Trainer, TrainingInterrupted, load_run_config
+from fcc.runs import load_run_config
+from fcc.train import Trainer, TrainingInterrupted
 
 
 def weights(trainer: Trainer) -> dict[str, torch.Tensor]:

@@ -30,8 +30,8 @@ from typing import Any, Literal
 
 import yaml
 
-from fcc.errors import ConfigError, read_input_text
-from fcc.typecheck import coerce, suggest
+from fcc.errors import ConfigError, path_problem, read_input_text, short_repr
+from fcc.typecheck import check_config_size, coerce, suggest
 
 log = logging.getLogger("fcc")
 
@@ -105,12 +105,16 @@ class TrainConfig:
     sync_bn: bool = False
     drop_last: bool = True
     freeze: list[str] = field(default_factory=list)
-    freeze_bn: bool = True
+    freeze_bn: bool | None = None  # None: frozen modules keep their BN statistics (as true); false: they update
     eval_every: int = 1
     log_every: int = 50
     progress: bool = True
     tensorboard: bool = False
+    tracker: Literal["none", "mlflow", "wandb"] = "none"  # an experiment tracker besides metrics.jsonl
+    tracker_uri: str | None = None  # MLflow tracking URI (default: the file store ./mlruns)
+    tracker_project: str = "fcc"  # MLflow experiment / W&B project
     max_nonfinite_steps: int = 0
+    max_steps_per_epoch: int | None = None  # smoke runs: at most this many steps per epoch
     deterministic: bool = False
 
 
@@ -166,6 +170,7 @@ class EvalConfig:
     few_shot_max: int = 19
     confusion_png_max_classes: int = 100
     tau_norm: float | None = None  # evaluate with class weights W_c / ||W_c||^tau (linear head only)
+    max_batches: int | None = None  # smoke runs: evaluate only the first batches during training
 
 
 @dataclass
@@ -215,29 +220,62 @@ def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
 
 
 def _unknown_key(dotted: str, source: str) -> ConfigError:
-    leaf_hint = suggest(dotted, all_keys())
-    return ConfigError(f"{source}: unknown key {dotted!r}{leaf_hint}")
+    leaf_hint = suggest(dotted, all_keys()) if len(dotted) <= 200 else ""
+    return ConfigError(f"{source}: unknown key {short_repr(dotted)}{leaf_hint}")
 
 
-def from_dict(raw: Mapping[str, Any], source: str = "config", cls: type = Config, prefix: str = "") -> Any:
-    """Build the dataclass ``cls`` from a nested mapping, coercing and naming any bad key."""
+class OverriddenConfig(dict):
+    """A raw config mapping that remembers which keys command-line overrides set (``origins``: dotted key
+    -> the override's text), so that ``from_dict`` blames a bad value on the override that gave it, not
+    on the config file."""
+
+    origins: dict[str, str]
+
+    def __init__(self, *args: Any, origins: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.origins = dict(origins or {})
+
+
+def _blame(dotted: str, source: str, origins: Mapping[str, str]) -> str:
+    """The override that set ``dotted`` or a section above it (the last one wins), else ``source``."""
+    parts = dotted.split(".")
+    for n in range(len(parts), 0, -1):
+        text = origins.get(".".join(parts[:n]))
+        if text is not None:
+            return f"override {short_repr(text)}"
+    return source
+
+
+def from_dict(raw: Mapping[str, Any], source: str = "config", cls: type = Config, prefix: str = "",
+              origins: Mapping[str, str] | None = None) -> Any:
+    """Build the dataclass ``cls`` from a nested mapping, coercing and naming any bad key.
+
+    Errors name ``source`` (the file) or, for keys that ``origins`` (or an ``OverriddenConfig``) says a
+    command-line override set, that override. The whole mapping is first checked to be of a config's
+    size (``check_config_size``), so that nothing below can be made to expand a huge alias graph.
+    """
+    if origins is None:
+        origins = getattr(raw, "origins", None) or {}
     if not isinstance(raw, Mapping):
         where = prefix.rstrip(".") or "the top level"
-        raise ConfigError(f"{source}: {where} must be a mapping of keys, got {type(raw).__name__}")
+        raise ConfigError(f"{_blame(where, source, origins)}: {where} must be a mapping of keys, got "
+                          f"{type(raw).__name__}")
+    if not prefix:
+        check_config_size(raw, source)
     hints = _hints(cls)
     values = {}
     for key, value in raw.items():
-        dotted = f"{prefix}{key}"
+        dotted = f"{prefix}{key}" if isinstance(key, str) else f"{prefix}{short_repr(key)}"
         if not isinstance(key, str) or key not in hints:
-            raise _unknown_key(str(dotted), source)
+            raise _unknown_key(dotted, _blame(dotted, source, origins))
         annotation = hints[key]
         if _is_section(annotation):
-            values[key] = from_dict(value if value is not None else {}, source, annotation, dotted + ".")
+            values[key] = from_dict(value if value is not None else {}, source, annotation, dotted + ".", origins)
         else:
             try:
                 values[key] = coerce(value, annotation, dotted)
             except ConfigError as err:
-                raise ConfigError(f"{source}: {err}") from None
+                raise ConfigError(f"{_blame(dotted, source, origins)}: {err}") from None
     return cls(**values)
 
 
@@ -252,18 +290,24 @@ def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
-def parse_yaml(text: str, what: str) -> Any:
-    """yaml.safe_load, with every failure as a ConfigError.
+def parse_yaml(text: str, what: str, source: str | None = None) -> Any:
+    """yaml.safe_load, with every failure as a ConfigError, and the result checked to be of a config's size.
 
     PyYAML raises more than YAMLError on bad input: ValueError for an impossible date ("2001-02-30") or
-    "!!int abc", AttributeError for "!!timestamp x", RecursionError for very deep nesting.
+    "!!int abc", AttributeError for "!!timestamp x", RecursionError for very deep nesting. ``what``
+    prefixes parse errors ("x.yaml: not valid YAML"); ``source`` names the input in the size check
+    (by default ``what`` without its "not valid YAML" ending).
     """
     try:
-        return yaml.safe_load(text)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{what}: {err}") from None
-    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as err:
-        raise ConfigError(f"{what}: {type(err).__name__}: {err}") from None
+    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError, MemoryError) as err:
+        raise ConfigError(f"{what}: {type(err).__name__}: {short_repr(str(err), 300)}") from None
+    if source is None:
+        source = re.sub(r":( value is)? not valid YAML$", "", what)
+    check_config_size(data, source)
+    return data
 
 
 def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -277,7 +321,7 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         chain = " -> ".join(str(p) for p in (*_seen, resolved))
         raise ConfigError(f"{path}: circular 'base' chain: {chain}")
     text = read_input_text(path, "config file", ConfigError)
-    data = parse_yaml(text, f"{path}: not valid YAML")
+    data = parse_yaml(text, f"{path}: not valid YAML", str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -296,49 +340,76 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """'train.epochs=30' -> (['train', 'epochs'], 30); the value is read as YAML."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected key.sub=value")
+        raise ConfigError(f"override {short_repr(text)}: expected key.sub=value")
     key, _, value_text = text.partition("=")
     key = key.strip()
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*", key):
-        raise ConfigError(f"override {text!r}: {key!r} is not a dotted key such as train.epochs")
-    value = parse_yaml(value_text, f"override {text!r}: value is not valid YAML") if value_text.strip() else None
+        raise ConfigError(f"override {short_repr(text)}: {short_repr(key)} is not a dotted key such as train.epochs")
+    what = f"override {short_repr(text)}"
+    value = parse_yaml(value_text, f"{what}: value is not valid YAML", what) if value_text.strip() else None
     return key.split("."), value
 
 
-def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    out = copy.deepcopy(raw)
+def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> OverriddenConfig:
+    """``raw`` with the overrides applied, their keys checked against the schema; the result remembers
+    which override set which key, for the messages of ``from_dict``."""
+    out = OverriddenConfig(copy.deepcopy(dict(raw)), origins=getattr(raw, "origins", None))
     for text in overrides:
         path, value = parse_override(text)
-        node = out
+        _check_override_key(path, text)
+        node: dict[str, Any] = out
         for part in path[:-1]:
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {part!r} is not a section")
+                raise ConfigError(f"override {short_repr(text)}: {part!r} is not a section")
             node = child
         node[path[-1]] = value
+        dotted = ".".join(path)
+        for key in [k for k in out.origins if k.startswith(dotted + ".")]:
+            del out.origins[key]  # replaced along with the section it was in
+        out.origins[dotted] = text
     return out
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
     """Load, override, type-check and validate a config; ``out`` defaults to runs/<file stem>."""
+    if path is not None:
+        problem = path_problem(path)
+        if problem is not None:
+            raise ConfigError(f"config file {short_repr(str(path))} {problem}")
     raw = read_yaml(Path(path)) if path is not None else {}
     source = str(path) if path is not None else "config"
-    for text in overrides:
-        keys, _ = parse_override(text)
-        _check_override_key(keys, text)
     raw = apply_overrides(raw, overrides)
     cfg = from_dict(raw, source)
     if cfg.out is None:
         cfg.out = str(Path("runs") / (Path(path).stem if path is not None else "default"))
-    changed = rescale_schedule(cfg, {".".join(parse_override(o)[0]) for o in overrides})
+    changed = rescale_schedule(cfg, set(raw.origins))
     if changed:
         shown = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
         log.info("train.epochs=%d differs from the %d-epoch schedule of %s; rescaled: %s",
                  cfg.train.epochs, _schedule_length(raw), source, shown)
+    check_paths(cfg)
     validate(cfg)
     return cfg
+
+
+PATH_KEYS = ("out", "data.root", "data.train_json", "data.val_json", "data.test_json", "data.image_root",
+             "data.extra_train_json", "model.init_from", "distill.teacher")
+
+
+def check_paths(cfg: Config) -> None:
+    """Path-valued keys (``PATH_KEYS``) that no file can have, a NUL byte or a name over 255 bytes, are a
+    ConfigError naming the key now, instead of an OSError from deep inside the run that needs them."""
+    for key in PATH_KEYS:
+        node: Any = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        if isinstance(node, str):
+            problem = path_problem(node)
+            if problem is not None:
+                raise ConfigError(f"{key}: {short_repr(node, 80)} {problem}")
 
 
 def _schedule_length(raw: Mapping[str, Any]) -> Any:
@@ -382,17 +453,54 @@ def rescale_schedule(cfg: Config, keep: set[str] = frozenset()) -> dict[str, tup
     def first_epoch(e: int) -> int:
         return _rescale_first_epoch(e, old, new)
 
+    milestones = list(t.milestones)
     t.milestones = update("train.milestones", t.milestones, 1, first_epoch)
     t.warmup_epochs = update("train.warmup_epochs", t.warmup_epochs, 0,
                              lambda w: (2 * w * new + old) // (2 * old))  # round(w * new / old), halves up
+    starts = {"fcc.start_epoch": cfg.fcc.start_epoch} if cfg.fcc.enabled else {}
     cfg.fcc.start_epoch = update("fcc.start_epoch", cfg.fcc.start_epoch, 1, first_epoch)
+    if cfg.fcc.enabled:
+        starts["fcc.start_epoch"] = (starts["fcc.start_epoch"], cfg.fcc.start_epoch)
     for section in ("loss", "sampler", "mix"):
         part: PartConfig = getattr(cfg, section)
         for name, value in list(part.params.items()):
             if name.endswith("start_epoch") and isinstance(value, int) and not isinstance(value, bool):
                 part.params[name] = update(f"{section}.params.{name}", value, 1, first_epoch)
+                starts[f"{section}.params.{name}"] = (value, part.params[name])
+    if t.scheduler == "multistep":
+        _warn_short_schedule(milestones, t.milestones, starts, old, new)
     t.schedule_epochs = new
     return changed
+
+
+class ScheduleWarning(UserWarning):
+    """A shortened schedule cannot hold what the config's schedule does (an LR drop on epoch 1, two drops
+    on one epoch, a deferred part that now acts only at the lowered LR)."""
+
+
+def _warn_short_schedule(before: list[int], after: list[int], starts: Mapping[str, Any], old: int, new: int) -> None:
+    """Say loudly when rescaling changed what the schedule means, not just its length."""
+    import warnings
+
+    problems = []
+    if after and after[0] <= 1 < (before[0] if before else 2):
+        problems.append(f"the LR drop at epoch {before[0]} of {old} lands on epoch 1, so the whole run trains at "
+                        "the lowered LR")
+    collapsed = sorted({e for e in after if after.count(e) > 1})
+    if collapsed and len(set(before)) > len(set(after)):
+        problems.append(f"LR drops {before} land on epochs {after}: several fall on epoch(s) {collapsed} at once")
+    for key, pair in starts.items():
+        if not isinstance(pair, tuple) or not before:
+            continue
+        was, now = pair
+        if was < before[0] and now >= after[0]:
+            problems.append(f"{key} {was} -> {now}: in the {old}-epoch schedule it acts {before[0] - was} epochs "
+                            f"before the first LR drop; now only after it (epoch {after[0]})")
+    if problems:
+        warnings.warn(f"train.epochs={new} is too short for this {old}-epoch schedule: " + "; ".join(problems)
+                      + ". Results will not mean what the config means; for a quick check of every part use "
+                      "`fcc train CONFIG --smoke`, otherwise give more epochs (or set train.milestones and the "
+                      "start epochs yourself)", ScheduleWarning, stacklevel=3)
 
 
 def _check_override_key(keys: list[str], text: str) -> None:
@@ -400,13 +508,15 @@ def _check_override_key(keys: list[str], text: str) -> None:
     for depth, key in enumerate(keys):
         hints = _hints(cls)
         if key not in hints:
-            raise ConfigError(f"override {text!r}: unknown key {'.'.join(keys)!r}{suggest('.'.join(keys), all_keys())}")
+            dotted = ".".join(keys)
+            raise ConfigError(f"override {short_repr(text)}: unknown key {short_repr(dotted)}"
+                              f"{suggest(dotted, all_keys()) if len(dotted) <= 200 else ''}")
         annotation = hints[key]
         if _is_section(annotation):
             cls = annotation
             continue
         if depth < len(keys) - 1 and typing.get_origin(annotation) is not dict:
-            raise ConfigError(f"override {text!r}: {'.'.join(keys[: depth + 1])!r} has no sub-keys")
+            raise ConfigError(f"override {short_repr(text)}: {'.'.join(keys[: depth + 1])!r} has no sub-keys")
         return
 
 
@@ -426,6 +536,9 @@ def validate(cfg: Config) -> None:
         bool(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device)),
         "device", "auto, cpu, cuda or cuda:N", cfg.device,
     )
+    if cfg.device == "mps":
+        raise ConfigError("device: 'mps' is not supported: the samplers, mixers and losses compute in float64 on the "
+                          "training device, which Apple's MPS backend cannot do; use cpu (or a CUDA machine)")
     _require(d.imbalance_factor >= 1, "data.imbalance_factor", "a number >= 1", d.imbalance_factor)
     _require(0 <= d.subset_seed < 2**32, "data.subset_seed", "an integer in [0, 2**32)", d.subset_seed)
     _require(d.val_per_class >= 0, "data.val_per_class", "a non-negative integer", d.val_per_class)
@@ -452,6 +565,23 @@ def validate(cfg: Config) -> None:
     _require(t.log_every >= 1, "train.log_every", "an integer >= 1", t.log_every)
     _require(t.max_nonfinite_steps >= 0, "train.max_nonfinite_steps", "a non-negative integer",
              t.max_nonfinite_steps)
+    if t.tracker_uri is not None and t.tracker != "mlflow":
+        raise ConfigError(f"train.tracker_uri: an MLflow tracking URI, but train.tracker is {t.tracker!r}; set "
+                          "train.tracker=mlflow or remove it")
+    _require(bool(t.tracker_project.strip()), "train.tracker_project", "a non-empty name", t.tracker_project)
+    _require(t.max_steps_per_epoch is None or t.max_steps_per_epoch >= 1, "train.max_steps_per_epoch",
+             "null or an integer >= 1", t.max_steps_per_epoch)
+    if t.freeze_bn is not None and not t.freeze:
+        raise ConfigError(f"train.freeze_bn: {str(t.freeze_bn).lower()} does nothing without train.freeze (it says "
+                          "whether the BatchNorm statistics of the FROZEN modules keep updating); remove it or "
+                          "name the modules to freeze in train.freeze")
+    if cfg.model.init_exclude and not cfg.model.init_from:
+        raise ConfigError("model.init_exclude: lists weights not to take from model.init_from, but model.init_from "
+                          "is not set; remove it or set model.init_from to a run directory or checkpoint")
+    if d.dataset in ("json", "image_folder") and d.val_per_class:
+        raise ConfigError(f"data.val_per_class: holds out images of CIFAR's training set; dataset {d.dataset!r} "
+                          "takes its validation split from " +
+                          ("data.val_json" if d.dataset == "json" else "a val/ folder next to train/ and test/"))
     _require(f.gamma >= 0, "fcc.gamma", "a non-negative number", f.gamma)
     _require(1 <= f.start_epoch <= t.epochs, "fcc.start_epoch",
              f"the first active epoch, in [1, train.epochs={t.epochs}]", f.start_epoch)
@@ -459,6 +589,8 @@ def validate(cfg: Config) -> None:
              "null or an integer in [0, 8]", f.round_decimals)
     e = cfg.eval
     _require(e.batch_size >= 1, "eval.batch_size", "an integer >= 1", e.batch_size)
+    _require(e.max_batches is None or e.max_batches >= 1, "eval.max_batches", "null or an integer >= 1",
+             e.max_batches)
     _require(e.tau_norm is None or e.tau_norm >= 0, "eval.tau_norm", "null or a non-negative number", e.tau_norm)
     _require(0 <= e.few_shot_max < e.many_shot_min, "eval.few_shot_max",
              "a non-negative integer below eval.many_shot_min", e.few_shot_max)
@@ -508,3 +640,11 @@ def _validate_parts(cfg: Config) -> None:
         check_epochs = getattr(registry.get(part.name), "check_epochs", None)
         if check_epochs is not None:
             check_epochs(part.params, cfg.train.epochs, f"{section}.params")
+    needs_teacher = getattr(LOSSES.get(cfg.loss.name), "needs_teacher", False)
+    if cfg.distill.teacher and not needs_teacher:
+        raise ConfigError(f"distill.teacher: loss {cfg.loss.name!r} does not use a teacher, so its forward pass "
+                          "every step would be thrown away; use a distillation loss (loss.name: dive) or remove "
+                          "distill.teacher")
+    if needs_teacher and not cfg.distill.teacher:
+        raise ConfigError(f"loss.name: {cfg.loss.name!r} distils from a teacher; set distill.teacher to a finished "
+                          "run directory or checkpoint")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from fcc.checkpoint import atomic_write_text
-from fcc.errors import DataError, read_input
+from fcc.errors import DataError, file_problem, read_input
 
 REQUIRED_KEYS = ("image_id", "fpath", "category_id")
 SIZE_KEYS = ("im_height", "im_width")
@@ -290,17 +291,38 @@ def _open_problem(path: str, level: str) -> str | None:
 
 
 def find_missing(paths: Sequence[str]) -> list[int]:
-    """Indices of ``paths`` that are not existing files."""
-    exists = _parallel(os.path.isfile, paths)
+    """Indices of ``paths`` that are not existing regular files (missing, folders, devices, FIFOs: a FIFO
+    would block the reader forever, a device never end)."""
+    exists = _parallel(_is_regular_file, paths)
     return [i for i, ok in enumerate(exists) if not ok]
 
 
+def _is_regular_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def missing_files_error(source: str, paths: Sequence[str], missing: Sequence[int], root: str | Path) -> DataError:
-    shown = "\n  ".join(paths[i] for i in missing[:5])
-    return DataError(f"{source}: {len(missing)} of {len(paths)} image files do not exist "
-                     f"(relative fpaths resolve against {root}); the first:\n  {shown}\n"
-                     "Set data.image_root to the folder the fpaths are relative to, or rewrite the paths with "
-                     "`fcc data replace-path`.")
+    """The DataError for ``find_missing``'s result: how many, the first few with what each is instead of
+    an image file, and the fix that fits (the image root for missing files)."""
+    reasons = _parallel(lambda p: file_problem(p) or "does not exist", [paths[i] for i in missing])
+    absent = sum(r.startswith("does not exist") for r in reasons)
+    shown = "\n  ".join(paths[i] if r == "does not exist" and absent == len(missing) else f"{paths[i]}: {r}"
+                        for i, r in zip(missing[:5], reasons[:5]))
+    root_hint = ("Set data.image_root to the folder the fpaths are relative to, or rewrite the paths with "
+                 "`fcc data replace-path`.")
+    if absent == len(missing):
+        return DataError(f"{source}: {len(missing)} of {len(paths)} image files do not exist "
+                         f"(relative fpaths resolve against {root}); the first:\n  {shown}\n{root_hint}")
+    others = len(missing) - absent
+    not_files = f"{others} {'is not a regular file' if others == 1 else 'are not regular files'}"
+    counts = f"{absent} {'does' if absent == 1 else 'do'} not exist, {not_files}" if absent else not_files
+    return DataError(f"{source}: {len(missing)} of {len(paths)} image paths are not image files ({counts}; "
+                     f"relative fpaths resolve against {root}); the first:\n  {shown}\n"
+                     f"Every fpath must name an image file: correct or remove these entries."
+                     f"{' ' + root_hint if absent else ''}")
 
 
 def check_files(paths: Sequence[str], level: str, source: str, root: str | Path,

@@ -269,11 +269,16 @@ def build_cifar(cfg: DataConfig, key: str) -> DataSplits:
     x_train, y_train = read_split(folder, spec, "train")
     x_test, y_test = read_split(folder, spec, "test")
     max_per_class = int(np.bincount(y_train, minlength=spec.num_classes).max())
+    if max_per_class == 0:  # no factor helps here: the files themselves are empty
+        raise DataError(f"{folder}: the training files ({', '.join(n for n, _ in spec.train_files)}) hold no "
+                        f"images, so every class is empty; they are not the official {spec.name} files: delete "
+                        f"{folder} and run again to download it (or extract {spec.archive} there)")
     counts = long_tail_counts(spec.num_classes, cfg.imbalance_factor, max_per_class)
     if min(counts) == 0:
         raise DataError(f"{folder}: data.imbalance_factor {cfg.imbalance_factor:g} leaves classes "
                         f"{[c for c, n in enumerate(counts) if n == 0]} without training images: the largest "
-                        f"class has {max_per_class} images, so the factor can be at most {max_per_class}")
+                        f"class has {max_per_class} images, so the factor can be at most {max_per_class}; set "
+                        f"data.imbalance_factor to {max_per_class} or less")
     try:
         train_idx, val_idx = long_tail_indices(y_train, counts, cfg.subset_seed, cfg.val_per_class)
     except DataError as err:

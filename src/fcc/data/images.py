@@ -36,7 +36,7 @@ from fcc.config import DataConfig
 from fcc.data.annotations import Annotations, check_classes_present, check_files, read_annotations, resolve_paths
 from fcc.data.augment import random_resized_boxes
 from fcc.data.datasets import ArrayDataset, DataSplits, LabelledDataset
-from fcc.errors import ConfigError, DataError
+from fcc.errors import ConfigError, DataError, file_problem
 from fcc.registry import DATASETS
 
 log = logging.getLogger("fcc")
@@ -91,12 +91,17 @@ class ImageFiles:
 
 
 def _open(path: str) -> Any:  # a PIL image; PIL is imported lazily
+    """PIL's lazy open, once the path is known to be a regular file: a folder is named as one, and a FIFO
+    or device (which would block the decoding worker forever, or never end) is never opened."""
     from PIL import Image
 
+    problem = file_problem(path)
+    if problem is not None:
+        raise DecodeError(problem)
     try:
         return Image.open(path)
     except FileNotFoundError:
-        raise DecodeError("file not found") from None
+        raise DecodeError("does not exist") from None
     except Exception as err:  # PIL raises many types for unreadable files
         raise DecodeError(f"not a readable image ({type(err).__name__}: {err})") from None
 
