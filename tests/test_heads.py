@@ -189,7 +189,7 @@ def test_tau_sweep_refuses_test_selection_without_val(cifar10_root: Path, tmp_pa
     out = tmp_path / "run"
     cfg = load_config(CFG, tiny_run_overrides(cifar10_root, out, "train.epochs=1", "train.milestones=[]"))
     Trainer(cfg).fit()
-    from fcc.tau_norm import run_tau_sweep
+    from fcc.eval_run import run_tau_sweep
 
     with pytest.raises(ConfigError, match="optimistic"):
         run_tau_sweep(out, cfg, [0.0, 1.0], select_on="test")

@@ -63,8 +63,7 @@ def test_run_directory_under_a_file_fails_before_any_data_or_training(
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file")
     out = blocker / "run"
-    import fcc.run_dir
-    from fcc.errors import format_size
+    import fcc.train
 
     monkeypatch.setattr(fcc.train, "build_splits", lambda cfg: pytest.fail("data was loaded"))
     assert cli.main(["train", *run_overrides(cifar10_root, out)]) == 2

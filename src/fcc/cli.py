@@ -122,7 +122,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return _eval_with_config(args, run_dir, overrides)
     cfg = load_run_config(run_dir, overrides)
     if args.tau_sweep is not None:
-        from fcc.tau_norm import parse_taus, run_tau_sweep
+        from fcc.eval_run import run_tau_sweep
+        from fcc.tau_norm import parse_taus
 
         if cfg.eval.tau_norm is not None:
             raise ConfigError("--tau-sweep chooses eval.tau_norm itself; do not set it as well")
@@ -289,7 +290,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     report = build_report(args.runs, args.group_by, args.eval_file)
     sys.stdout.write(FORMATS[args.format](report))
     if args.out:
-        for path in write_report_dir(report, Path(args.out)):
+        from fcc.plots import plot_report
+
+        for path in [*write_report_dir(report, Path(args.out)), *plot_report(report, Path(args.out))]:
             print(f"wrote {path}", file=sys.stderr)
     return 0
 

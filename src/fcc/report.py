@@ -828,9 +828,8 @@ def table(run_dirs: Sequence[str | Path], fmt: str = "md", eval_file: str = "eva
 
 
 def write_report_dir(report: Report, out: Path) -> list[Path]:
-    """report.md, report.csv, report.json and the group plots (per-class accuracy, feature clusters) in out."""
+    """report.md, report.csv and report.json in out (`fcc report --out` adds the figures: fcc.plots)."""
     from fcc.checkpoint import atomic_write_text
-    from fcc.plots import plot_report
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -839,4 +838,4 @@ def write_report_dir(report: Report, out: Path) -> list[Path]:
     for name, render in (("report.md", render_markdown), ("report.csv", render_csv), ("report.json", render_json)):
         atomic_write_text(out / name, render(report))
         written.append(out / name)
-    return written + plot_report(report, out)
+    return written

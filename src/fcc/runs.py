@@ -25,6 +25,7 @@ from fcc.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
 from fcc.class_stats import ClassStats
 from fcc.config import Config, apply_overrides, from_dict, read_yaml, validate
 from fcc.errors import CheckpointError, ConfigError, FccError
+from fcc.tau_norm import tau_normalized_network
 
 
 def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> Config:
@@ -230,8 +231,6 @@ def load_run(source: str | Path, checkpoint: str = "last", *, what: str = "run",
     model: nn.Module = network
     tau = cfg.eval.tau_norm if tau_norm else None
     if tau is not None:
-        from fcc.tau_norm import tau_normalized_network
-
         model = tau_normalized_network(network, tau)
     return LoadedRun(**{k: getattr(art, k) for k in RunArtifacts.__dataclass_fields__}, model=model,
                      network=network, device=dev, tau_norm=tau)

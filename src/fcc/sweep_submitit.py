@@ -227,7 +227,7 @@ class RunJob:
         return "resume" if status.state == "stopped" else "train"
 
     def __call__(self) -> int:
-        from fcc.sweep import child_env, open_log
+        from fcc.sweep_process import child_env, open_log
 
         os.chdir(self.cwd)
         action = self._action()
@@ -318,7 +318,7 @@ def run_with_submitit(spec: Any, todo: list[Any], options: Any, opts: dict[str, 
     A signal while watching: with --executor local the jobs are cancelled (each run saves a checkpoint)
     and the sweep waits for them to stop; on SLURM the sweep stops watching and leaves the jobs queued
     (a login shell that closes must not cancel a sweep of days); `scancel` stops them."""
-    from fcc.sweep import Outcome, failure_line, stop_signals
+    from fcc.sweep_process import Outcome, failure_line, stop_signals
 
     submitit = require_submitit(options.executor)
     slurm = options.executor == "slurm"
