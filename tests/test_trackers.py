@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -58,8 +59,13 @@ def test_wandb_offline_run_records_the_metrics(cifar10_root: Path, tmp_path: Pat
     assert ids["tracker"] == "wandb" and ids["mode"] == "offline"
     runs = list((out / "wandb").glob(f"offline-run-*-{ids['run_id']}"))
     assert len(runs) == 1
-    data = (runs[0] / f"run-{ids['run_id']}.wandb").read_bytes()
-    for key in (b"train_loss", b"test_top1", b"final/top1", b"batch_size"):
+    log = runs[0] / f"run-{ids['run_id']}.wandb"
+    keys = (b"train_loss", b"test_top1", b"final/top1", b"batch_size")
+    deadline = time.monotonic() + 60  # W&B's service process may still be writing its log after finish()
+    while not all(k in log.read_bytes() for k in keys) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    data = log.read_bytes()
+    for key in keys:
         assert key in data, key  # W&B's offline log (protobuf records) names every logged key
 
 

@@ -648,3 +648,15 @@ def _validate_parts(cfg: Config) -> None:
     if needs_teacher and not cfg.distill.teacher:
         raise ConfigError(f"loss.name: {cfg.loss.name!r} distils from a teacher; set distill.teacher to a finished "
                           "run directory or checkpoint")
+
+
+def flat_keys(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'train': {'lr': 0.1}, 'loss': {'params': {}}} -> {'train.lr': 0.1, 'loss.params': {}}: the dotted
+    keys of a nested config mapping (an empty mapping is a value, e.g. a part without parameters)."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, Mapping) and value:
+            out.update(flat_keys(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -18,6 +18,7 @@ import yaml
 from fcc.config import (
     Config,
     apply_overrides,
+    flat_keys,
     from_dict,
     load_config,
     parse_override,
@@ -25,17 +26,6 @@ from fcc.config import (
     rescale_schedule,
 )
 from fcc.errors import ConfigError, read_input_text
-
-
-def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in mapping.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(_flatten(value, dotted + "."))
-        else:
-            out[dotted] = value
-    return out
 
 
 def file_sources(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, str]:
@@ -50,7 +40,7 @@ def file_sources(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, str]:
     sources: dict[str, str] = {}
     for base in [bases] if isinstance(bases, str) else bases or []:
         sources.update(file_sources(path.parent / base, (*_seen, resolved)))
-    for key in _flatten(data):
+    for key in flat_keys(data):
         # a value set here replaces whatever the bases set below it
         sources = {k: v for k, v in sources.items() if not k.startswith(key + ".")}
         sources[key] = str(path)
@@ -82,7 +72,7 @@ def explain(path: str | Path | None, overrides: Sequence[str] = ()) -> tuple[Con
         warnings.simplefilter("ignore")
         rescaled = rescale_schedule(unscaled, set(given))
     rows = []
-    for key, value in _flatten(cfg.to_dict()).items():
+    for key, value in flat_keys(cfg.to_dict()).items():
         if key in rescaled:
             old, _ = rescaled[key]
             source = f"rescaled from {old!r} (train.schedule_epochs -> train.epochs)"

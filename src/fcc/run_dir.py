@@ -12,14 +12,13 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from fcc.checkpoint import atomic_write_text, lock_run_dir, remove_stale_temps
-from fcc.config import Config
+from fcc.config import Config, flat_keys
 from fcc.errors import OutputError
 
 RESULT_FILES = ("metrics.jsonl", "eval.json", "confusion.csv", "confusion.png", "config_history.yaml")
@@ -56,16 +55,6 @@ def write_config(run_dir: Path, cfg: Config) -> None:
     atomic_write_text(Path(run_dir) / "config.yaml", cfg.dump())
 
 
-def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if isinstance(value, Mapping) and value:
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def record_resume_changes(run_dir: Path, cfg: Config, resumed_at: str) -> dict[str, tuple[Any, Any]]:
     """When a run resumes with overrides, make config.yaml say what the run now does and append the
     change to config_history.yaml (time, where the run resumed, every key's old and new value).
@@ -75,8 +64,8 @@ def record_resume_changes(run_dir: Path, cfg: Config, resumed_at: str) -> dict[s
     from fcc.config import read_yaml
 
     path = Path(run_dir) / "config.yaml"
-    before = _flatten(read_yaml(path))
-    after = _flatten(cfg.to_dict())
+    before = flat_keys(read_yaml(path))
+    after = flat_keys(cfg.to_dict())
     changes = {k: (before.get(k), v) for k, v in after.items() if k != "out" and before.get(k) != v}
     if not changes:
         return changes

@@ -357,28 +357,17 @@ def _where_from(spec: Spec, entry: ConfigEntry, name: str, message: str, origins
 # ------------------------------------------------------------------------------------ changed configs
 
 
-def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, dotted + "."))
-        else:
-            flat[dotted] = value
-    return flat
-
-
 def config_changes(stored: dict[str, Any], wanted: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """(key, stored value, wanted value) for every key where a run's config.yaml differs from the config the
     spec resolves to now. ``out`` is the directory itself and not compared. A key this version of fcc does
     not know is ignored, and so is a key the stored config lacks when the wanted value is the default (the
     run was written before the key existed and behaved as the default)."""
-    from fcc.config import Config, all_keys
+    from fcc.config import Config, all_keys, flat_keys
 
     keys = all_keys()
     leaves = {k for k in keys if not any(o.startswith(k + ".") for o in keys)}  # sections excluded
-    defaults = _flatten(Config().to_dict())
-    old, new = _flatten(stored), _flatten(wanted)
+    defaults = flat_keys(Config().to_dict())
+    old, new = flat_keys(stored), flat_keys(wanted)
 
     def known(key: str) -> bool:
         parts = key.split(".")

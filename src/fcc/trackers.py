@@ -21,20 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from fcc.checkpoint import atomic_write_text
-from fcc.config import Config
+from fcc.config import Config, flat_keys
 from fcc.errors import ConfigError
 
 FINAL_KEYS = ("top1", "top5", "mean_class", "many", "medium", "few")
-
-
-def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if isinstance(value, Mapping) and value:
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def numbers(record: Mapping[str, Any]) -> dict[str, float]:
@@ -99,7 +89,7 @@ class MlflowTracker:
         from mlflow.entities import Param
 
         existing = self.client.get_run(self.run_id).data.params
-        params = [Param(k, str(v)[:500]) for k, v in flatten(cfg.to_dict()).items()
+        params = [Param(k, str(v)[:500]) for k, v in flat_keys(cfg.to_dict()).items()
                   if k not in existing or existing[k] == str(v)[:500]]
         for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=params[start:start + 100])
