@@ -184,11 +184,11 @@ def test_val_per_class_with_a_json_dataset_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_start_failing_on_its_data_leaves_no_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "run"
+    out = tmp_path / "runs" / "deep" / "run"  # parents this start creates go too; existing ones stay
     assert main(["train", f"data.root={tmp_path / 'nowhere'}", "data.download=false", f"out={out}",
                  "device=cpu"]) == 2
     assert "CIFAR-10 is not under" in capsys.readouterr().err
-    assert not out.exists()
+    assert not (tmp_path / "runs").exists() and tmp_path.exists()
 
 
 # ------------------------------------------------------------------ short schedules and smoke runs

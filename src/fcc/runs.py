@@ -33,8 +33,9 @@ def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> Config:
     run_dir = Path(run_dir)
     path = run_dir / "config.yaml"
     if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run directory: {path} is missing (a run stopped before it "
-                          "wrote its config has nothing to resume: start it again from its config file)")
+        raise ConfigError(f"{run_dir} is not a run directory: {path} is missing (a run directory is what "
+                          "`fcc train` writes; a run stopped before it wrote its config has nothing to resume: "
+                          "start it again from its config file)")
     raw = apply_overrides(read_yaml(path), list(overrides))
     cfg = from_dict(raw, str(path))
     cfg.out = str(run_dir)

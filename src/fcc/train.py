@@ -64,16 +64,16 @@ class Trainer:
                               "with the statistics of its own share of the batch)")
         self.run_dir = Path(cfg.out or "runs/default")
         self.resuming = resume
-        created = not self.run_dir.exists()
+        created = [d for d in (self.run_dir, *self.run_dir.parents) if not d.exists()]  # what this start makes
         try:
             self._build(resume, overwrite)
         except BaseException:
             self._abandon_start(created)
             raise
 
-    def _abandon_start(self, created: bool) -> None:
-        """A start that failed before training leaves nothing behind: the lock is released, and a run
-        directory this start created (config, empty folders) is removed again."""
+    def _abandon_start(self, created: list[Path]) -> None:
+        """A start that failed before training leaves nothing behind: the lock is released, and the run
+        directory this start created (config, empty folders), and the parents it created, are removed."""
         if hasattr(self, "metrics"):
             self.metrics.close("failed")
         unlock_run_dir(self.run_dir)
@@ -82,6 +82,11 @@ class Trainer:
         if any((self.run_dir / "checkpoints").glob("*.pt")) or (self.run_dir / "metrics.jsonl").exists():
             return  # never happens before training; kept rather than deleting anything trained
         shutil.rmtree(self.run_dir, ignore_errors=True)
+        for parent in created[1:]:  # innermost first; only folders this start made, and only when empty
+            try:
+                parent.rmdir()
+            except OSError:
+                break
 
     def _build(self, resume: bool, overwrite: bool) -> None:
         cfg, t = self.cfg, self.cfg.train
