@@ -100,7 +100,10 @@ class TrainConfig:
     warmup_start_factor: float = 1.0 / 3.0
     min_lr: float = 0.0
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
-    channels_last: bool = False
+    channels_last: bool | Literal["auto"] = "auto"  # auto: per device, fcc.speed.use_channels_last
+    compile: Literal["auto", "on", "off"] = "auto"  # torch.compile of the training forward (fcc.speed)
+    compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune",
+                          "max-autotune-no-cudagraphs"] = "auto"
     grad_accum_steps: int = 1
     sync_bn: bool = False
     drop_last: bool = True
@@ -571,6 +574,9 @@ def validate(cfg: Config) -> None:
     _require(bool(t.tracker_project.strip()), "train.tracker_project", "a non-empty name", t.tracker_project)
     _require(t.max_steps_per_epoch is None or t.max_steps_per_epoch >= 1, "train.max_steps_per_epoch",
              "null or an integer >= 1", t.max_steps_per_epoch)
+    if t.compile == "off" and t.compile_mode != "auto":
+        raise ConfigError(f"train.compile_mode: {t.compile_mode} does nothing with train.compile=off; remove it, "
+                          "or set train.compile=on (or auto)")
     if t.freeze_bn is not None and not t.freeze:
         raise ConfigError(f"train.freeze_bn: {str(t.freeze_bn).lower()} does nothing without train.freeze (it says "
                           "whether the BatchNorm statistics of the FROZEN modules keep updating); remove it or "

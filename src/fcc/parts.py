@@ -8,6 +8,7 @@ FCC take the protocol's training counts; the sampler (fcc.data.build) draws over
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +26,10 @@ from fcc.models import Network, build_network
 from fcc.objective import Objective, TrainingForward
 from fcc.registry import LOSSES, MIXERS
 from fcc.rng import derive_seed
+from fcc.speed import SpeedForward, fused_optimizer, plan_of, plan_speed, remember_plan
 from fcc.typecheck import suggest
+
+log = logging.getLogger("fcc")
 
 
 def init_from(network: nn.Module, cfg: Config) -> None:
@@ -76,14 +80,23 @@ def build_training_network(cfg: Config, num_classes: int, ctx: DistContext, *, r
         network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
     frozen = freeze(network, cfg.train.freeze)
     network.to(ctx.device)
-    if cfg.train.channels_last:
-        network.to(memory_format=torch.channels_last)
+    plan = plan_speed(cfg, ctx.device)
+    network.to(memory_format=plan.memory_format)
+    remember_plan(network, plan)
+    if ctx.is_main:
+        log.info("speed: %s", plan.reason)
     return network, frozen
 
 
 def wrap_for_training(network: nn.Module, ctx: DistContext) -> nn.Module:
-    """The module a step calls: TrainingForward around the network, inside DDP when distributed."""
-    forward = TrainingForward(network)
+    """The module a step calls: TrainingForward around the network, in the memory format and compiled as
+    planned when the network was built (fcc.speed), inside DDP when distributed.
+
+    Batches reach the network in its memory format whatever the loader made. Under DDP the compiled module
+    sits inside DDP (DDP(compiled)), so the trainer's module stays the DDP object (its no_sync and comm
+    hooks); gradients are then all-reduced after the compiled backward.
+    """
+    forward = SpeedForward(TrainingForward(network), plan_of(network))
     if ctx.distributed:
         ids = [ctx.device] if ctx.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(forward, device_ids=ids)
@@ -91,15 +104,16 @@ def wrap_for_training(network: nn.Module, ctx: DistContext) -> nn.Module:
 
 
 def build_optimizer(cfg: Config, network: nn.Module) -> torch.optim.Optimizer:
+    """SGD (Nesterov) or Adam(W) over the trainable parameters, fused where the device has the kernel."""
     t = cfg.train
     params = [p for p in network.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("train.freeze: every parameter is frozen; nothing would be trained")
     if t.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
+        return fused_optimizer(torch.optim.SGD, params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
                                nesterov=t.nesterov and t.momentum > 0)
     opt_cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
-    return opt_cls(params, lr=t.lr, weight_decay=t.weight_decay)
+    return fused_optimizer(opt_cls, params, lr=t.lr, weight_decay=t.weight_decay)
 
 
 @dataclass
