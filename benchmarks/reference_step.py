@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 from fcc.config import load_config
 from fcc.data.cifar import SPECS, DataWarning, long_tail_counts
 from fcc.train import Trainer
+from train_throughput import full_step  # the trainer's per-step work (this folder is on sys.path)
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
@@ -159,26 +160,6 @@ class ReferenceStep:
         _ = (logits.argmax(1) == labels).float().mean().item()
 
 
-def fcc_full_step(t: Trainer) -> Callable[[int, int], None]:
-    """Trainer._run_epoch's per-step work, ``steps`` steps of ``epoch``."""
-    device = t.device
-
-    def run(epoch: int, steps: int) -> None:
-        sums = torch.zeros(2, dtype=torch.float64, device=device)
-        first_bad = torch.full((), -1, dtype=torch.long, device=device)
-        batches = t.train_loader.epoch(epoch)
-        try:
-            for step in range(steps):
-                images, labels = next(batches)
-                out = t.step(images, labels, epoch, step, labels.numel())
-                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(out.loss), step, first_bad)
-                sums += torch.stack([out.loss.double() * labels.numel(), out.correct.double()])
-        finally:
-            batches.close()
-
-    return run
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archive", type=Path, default=Path("local/cifar10-jpeg.tar.gz"),
@@ -223,7 +204,7 @@ def main() -> None:
                             num_workers=args.workers, pin_memory=device.type == "cuda",
                             persistent_workers=args.workers > 0)
         reference = ReferenceStep(ours, counts, loader, amp)
-        ours_full, plain_full = fcc_full_step(ours), fcc_full_step(plain)
+        ours_full, plain_full = full_step(ours, args.steps), full_step(plain, args.steps)
 
         def run_reference(r: int) -> None:
             for _ in range(args.steps):
@@ -232,8 +213,8 @@ def main() -> None:
         plan = ours.forward.plan.reason if hasattr(ours.forward, "plan") else "NCHW eager"
         variants: dict[str, Callable[[int], None]] = {
             "reference step (per-image PIL in workers, per-sample FCC loop, NCHW eager)": run_reference,
-            f"fcc full step, auto for 200 epochs ({plan})": lambda r: ours_full(2 + r, args.steps),
-            "fcc full step, NCHW eager fp32": lambda r: plain_full(2 + r, args.steps),
+            f"fcc full step, auto for 200 epochs ({plan})": lambda r: ours_full(2 + r),
+            "fcc full step, NCHW eager fp32": lambda r: plain_full(2 + r),
         }
         seconds: dict[str, list[float]] = {k: [] for k in variants}
         for r in range(args.rounds + 1):
