@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import signal
-import textwrap
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 
 from test_reliability_support import (
     EPOCHS,
+    KILLER,
     assert_same_run,
     kill,
     metric_lines,
@@ -65,47 +65,14 @@ def test_sigkill_at_random_moments_then_resume_gives_identical_run(
     assert not list((out / "checkpoints").glob(".*.tmp-*")), "a stale temporary checkpoint was left behind"
 
 
-WRAPPER = textwrap.dedent("""
-    # `fcc` whose KILL_AT-th write of checkpoints/last.pt stops half-way: half of the bytes are written
-    # and flushed to the temporary file, then the process SIGKILLs itself, as a power cut or the OOM
-    # killer would in the middle of a write.
-    import io, os, signal, sys
-    import fcc.checkpoint as ck
-
-    KILL_AT = int(os.environ["FCC_TEST_KILL_AT"])
-    real_write = ck.atomic_write_bytes
-    count = 0
-
-    def dying_write(path, write):
-        global count
-        if path.name == "last.pt":
-            count += 1
-            if count == KILL_AT:
-                def half(f):
-                    buffer = io.BytesIO()
-                    write(buffer)
-                    data = buffer.getvalue()
-                    f.write(data[: len(data) // 2])
-                    f.flush()
-                    os.fsync(f.fileno())
-                    os.kill(os.getpid(), signal.SIGKILL)
-                return real_write(path, half)
-        return real_write(path, write)
-
-    ck.atomic_write_bytes = dying_write
-    from fcc.cli import main
-    sys.exit(main(sys.argv[1:]))
-""")
-
-
 def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(
         cifar10_root: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     reference = subprocess_reference(cifar10_root, tmp_path_factory)
     script = tmp_path / "dying_fcc.py"
-    script.write_text(WRAPPER)
+    script.write_text(KILLER)
     out, log = tmp_path / "run", tmp_path / "log"
-    monkeypatch.setenv("FCC_TEST_KILL_AT", "3")  # the end-of-epoch-3 checkpoint dies half-written
+    monkeypatch.setenv("FCC_TEST_KILL", "last.pt:3:half")  # the end-of-epoch-3 checkpoint dies half-written
     proc = start(["train", *run_overrides(cifar10_root, out)], log, script)
     assert proc.wait(timeout=300) == -signal.SIGKILL, log.read_text()[-3000:]
 

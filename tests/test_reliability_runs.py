@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import textwrap
 import warnings
 from pathlib import Path
 
@@ -21,42 +20,9 @@ from fcc.config import ScheduleWarning, load_config
 from fcc.errors import CheckpointError, ConfigError, TrainingError
 from fcc.runs import load_run_config
 from fcc.train import Trainer
-from test_reliability_support import metrics, run, run_overrides, same_weights, start, weights
+from test_reliability_support import KILLER, metrics, run, run_overrides, same_weights, start, weights
 
 # ----------------------------------------------------------------- best.pt and last.pt under kills
-
-KILLER = textwrap.dedent("""
-    # `fcc` that SIGKILLs itself at one checkpoint write: FCC_TEST_KILL = "<file>:<count>:<moment>",
-    # moment 'before' (nothing of the write happened), 'half' (half the bytes in the temporary file).
-    import io, os, signal, sys
-    import fcc.checkpoint as ck
-
-    name, count, moment = os.environ["FCC_TEST_KILL"].split(":")
-    real = ck.atomic_write_bytes
-    seen = 0
-
-    def dying(path, write):
-        global seen
-        if path.name == name:
-            seen += 1
-            if seen == int(count):
-                if moment == "before":
-                    os.kill(os.getpid(), signal.SIGKILL)
-                def half(f):
-                    buffer = io.BytesIO()
-                    write(buffer)
-                    data = buffer.getvalue()
-                    f.write(data[: len(data) // 2])
-                    f.flush()
-                    os.fsync(f.fileno())
-                    os.kill(os.getpid(), signal.SIGKILL)
-                return real(path, half)
-        return real(path, write)
-
-    ck.atomic_write_bytes = dying
-    from fcc.cli import main
-    sys.exit(main(sys.argv[1:]))
-""")
 
 
 def best_run_overrides(root: Path, out: Path) -> list[str]:

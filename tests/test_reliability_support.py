@@ -12,6 +12,7 @@ import json
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,41 @@ import pytest
 import torch
 
 from conftest import subprocess_env, tiny_run_overrides
+
+# `fcc` as a script that dies in the middle of a checkpoint write, for the kill tests
+KILLER = textwrap.dedent("""
+    # `fcc` that SIGKILLs itself at one checkpoint write: FCC_TEST_KILL = "<file>:<count>:<moment>",
+    # moment 'before' (nothing of the write happened), 'half' (half the bytes in the temporary file).
+    import io, os, signal, sys
+    import fcc.checkpoint as ck
+
+    name, count, moment = os.environ["FCC_TEST_KILL"].split(":")
+    real = ck.atomic_write_bytes
+    seen = 0
+
+    def dying(path, write):
+        global seen
+        if path.name == name:
+            seen += 1
+            if seen == int(count):
+                if moment == "before":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                def half(f):
+                    buffer = io.BytesIO()
+                    write(buffer)
+                    data = buffer.getvalue()
+                    f.write(data[: len(data) // 2])
+                    f.flush()
+                    os.fsync(f.fileno())
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return real(path, half)
+        return real(path, write)
+
+    ck.atomic_write_bytes = dying
+    from fcc.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
 
 EPOCHS = 6
 STEPS_PER_EPOCH = 15  # 240 long-tailed fixture images (60 * 10^(-k/9) per class), batch 16, drop_last
