@@ -558,3 +558,18 @@ def test_slurm_executor_watches_its_jobs_to_the_end(workdir: Path, cifar10_root:
     assert "1 finished now" in out, out
     assert run_status(Path("runs/w/base__seed0")).finished
     assert "--gpus-per-node" not in (fake_slurm / "submitted.sh").read_text()
+
+
+def test_the_shipped_evidence_spec_is_ce_against_ce_fcc_over_three_seeds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sweeps/cifar10_lt_ce_vs_fcc.yaml (docs/results.md) expands, from the repository root as its comment
+    says, into CE / CE+FCC pairs on CIFAR-10-LT IF 100 that differ only in FCC and share each seed."""
+    root = SRC.parent
+    monkeypatch.chdir(root)
+    runs = sweep.expand(sweep.load_spec(Path("sweeps/cifar10_lt_ce_vs_fcc.yaml")))
+    assert sorted(r.name for r in runs) == sorted(f"{c}__seed{s}" for c in ("ce_if100", "ce_fcc_if100")
+                                                  for s in (0, 1, 2))
+    for seed in (0, 1, 2):
+        ce, fcc = (next(r.resolved for r in runs if r.name == f"{c}__seed{seed}") for c in ("ce_if100", "ce_fcc_if100"))
+        assert (ce["seed"], ce["data"]["dataset"], ce["data"]["imbalance_factor"]) == (seed, "cifar10", 100)
+        assert (ce["fcc"]["enabled"], fcc["fcc"]["enabled"]) == (False, True)
+        assert {k: v for k, v in ce.items() if k != "fcc"} == {k: v for k, v in fcc.items() if k != "fcc"}
