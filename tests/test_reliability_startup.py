@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,22 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # a command that imports torch and then fails at once: start-up is nearly all it does
 COMMAND = ["eval", "/nonexistent/fcc-startup-test-run"]
 FRACTIONS = (0.1, 0.25, 0.4, 0.55)  # of the time the command takes to its end
+
+
+@pytest.fixture(autouse=True)
+def foreground_sigint() -> Iterator[None]:
+    """Python's own SIGINT handler, as in a foreground shell, even when pytest itself was started with
+    SIGINT ignored (in the background, under nohup), where these tests would otherwise see SIG_IGN."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def foreground_child() -> None:
+    """Children start with SIGINT at its default (so Python installs its handler), whatever pytest had."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def child_env() -> dict[str, str]:
@@ -38,7 +55,7 @@ def entry_points() -> dict[str, list[str]]:
 
 def interrupted_after(cmd: list[str], delay: float) -> tuple[int, str]:
     proc = subprocess.Popen([*cmd, *COMMAND], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=child_env())
+                            env=child_env(), preexec_fn=foreground_child)
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
@@ -53,7 +70,8 @@ def test_ctrl_c_during_start_up_exits_130_without_a_traceback(entry: str) -> Non
     types registered twice."""
     cmd = entry_points()[entry]
     start = time.monotonic()
-    done = subprocess.run([*cmd, *COMMAND], capture_output=True, text=True, env=child_env(), timeout=120)
+    done = subprocess.run([*cmd, *COMMAND], capture_output=True, text=True, env=child_env(), timeout=120,
+                          preexec_fn=foreground_child)
     whole = time.monotonic() - start
     assert done.returncode == 2 and "not a run directory" in done.stderr, done.stderr
     for fraction in FRACTIONS:
@@ -126,5 +144,6 @@ def test_guard_and_release() -> None:
 def test_guard_ends_the_process_at_once_on_sigint() -> None:
     code = ("import os, signal, time\nfrom fcc import startup\nstartup.guard()\n"
             "os.kill(os.getpid(), signal.SIGINT)\ntime.sleep(5)\nprint('not reached')\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), timeout=60)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), timeout=60,
+                          preexec_fn=foreground_child)
     assert done.returncode == 130 and done.stderr == "interrupted\n" and done.stdout == ""
