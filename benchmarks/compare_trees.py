@@ -1,0 +1,76 @@
+"""Training throughput of this tree against another revision, side by side: the same `fcc train` command
+in alternating rounds, each tree importing its own sources, so machine drift affects both alike.
+
+    python benchmarks/compare_trees.py [--old 5acf141] [--rounds 3] [--epochs 1] [--data-root data/cifar10-real]
+        [--threads 2] [-- extra overrides ...]
+
+Each round trains CE+FCC on CIFAR-10-LT IF 100 (ResNet-32, fp32, batch 128) for ``--epochs`` epochs in a
+fresh process per tree and reads the epoch's ``images_per_s`` from its metrics.jsonl (the loop only:
+start-up and the final evaluation are not in it). The old revision is checked out with `git worktree`
+into a temporary folder; the config file is each tree's own. Prints one table (median images/s per tree
+and the ratio this/old); appends nothing anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = "configs/cifar10_lt/ce_fcc_if100.yaml"
+
+
+def run_once(tree: Path, out: Path, data_root: Path, epochs: int, threads: int, extra: list[str]) -> float:
+    env = {**os.environ, "PYTHONPATH": str(tree / "src"), "OMP_NUM_THREADS": str(threads),
+           "MKL_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, "-m", "fcc", "train", CONFIG, f"data.root={data_root}", f"train.epochs={epochs}",
+           "train.amp=off", "train.progress=false", f"train.eval_every={epochs}", f"out={out}", *extra]
+    done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{tree}: fcc train failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return statistics.median(float(m["images_per_s"]) for m in lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--old", default="5acf141", help="the revision to compare with (default: before the spine)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data-root", type=Path, default=ROOT / "data" / "cifar10-real")
+    parser.add_argument("extra", nargs="*", help="overrides for both trees (e.g. train.channels_last=false)")
+    args = parser.parse_args()
+    data_root = args.data_root.resolve()
+    if not (data_root / "cifar-10-batches-py").is_dir():
+        raise SystemExit(f"{data_root}: no cifar-10-batches-py (python ../shared/data/make_cifar10.py {data_root})")
+    with tempfile.TemporaryDirectory() as tmp:
+        old_tree = Path(tmp) / "old"
+        subprocess.run(["git", "worktree", "add", "--detach", "-f", str(old_tree), args.old], cwd=ROOT, check=True,
+                       capture_output=True)
+        try:
+            speeds: dict[str, list[float]] = {"old": [], "this": []}
+            order = [("old", old_tree), ("this", ROOT)]
+            for r in range(args.rounds):
+                for name, tree in order if r % 2 == 0 else order[::-1]:  # alternate who goes first
+                    out = Path(tmp) / f"{name}{r}"
+                    speeds[name].append(run_once(tree, out, data_root, args.epochs, args.threads, args.extra))
+                    print(f"round {r + 1} {name}: {speeds[name][-1]:.1f} img/s", file=sys.stderr)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(old_tree)], cwd=ROOT, capture_output=True)
+    old, this = statistics.median(speeds["old"]), statistics.median(speeds["this"])
+    print("| tree | rounds | images/s (median) | each round |\n|---|---:|---:|---|")
+    print(f"| {args.old} | {args.rounds} | {old:.1f} | {', '.join(f'{v:.1f}' for v in speeds['old'])} |")
+    print(f"| this tree | {args.rounds} | {this:.1f} | {', '.join(f'{v:.1f}' for v in speeds['this'])} |")
+    print(f"\nratio this / {args.old}: {this / old:.3f} (CE+FCC, CIFAR-10-LT IF 100, {args.epochs} epoch(s), "
+          f"{args.threads} thread(s), overrides {args.extra or 'none'})")
+
+
+if __name__ == "__main__":
+    main()
