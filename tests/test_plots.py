@@ -100,7 +100,11 @@ def test_per_class_plot(tmp_path: Path) -> None:
     make_run(runs / "unfinished", seed=9, done_epochs=1)
     written, skipped = plots.grouped_plot("per-class", [runs], tmp_path / "out")
     assert_figure(written, "per_class_accuracy", (6.0, 3.8))
-    assert skipped == [f"{runs / 'unfinished'}: stopped, not plotted"]
+    assert len(skipped) == 1 and skipped[0].startswith(f"{runs / 'unfinished'}: stopped (")
+    assert skipped[0].endswith("), not plotted")
+    # a run without the asked-for result file says which file it lacks, not only "failed"
+    with pytest.raises(DataError, match=r"ce_s0: failed \(no eval_best\.json\), not plotted"):
+        plots.grouped_plot("per-class", [runs / "ce_s0"], tmp_path / "out", eval_file="eval_best.json")
     from fcc.report import build_report
 
     groups = build_report([runs]).groups
@@ -270,6 +274,7 @@ def test_plot_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
             (["plot", "confusion", str(runs / "ce_s0")], "confusion.csv: confusion matrix"),
             (["plot", "confusion", str(runs)], "expected one run directory, found 6"),
             (["plot", "per-class"], "name one or more run directories"),
+            (["plot", "per-class", str(tmp_path / "missing")], "missing: no such directory"),
             (["plot", "clusters", str(runs)], "features.json: feature statistics")):
         assert main(args) == 2, args
         err = capsys.readouterr().err

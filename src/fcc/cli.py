@@ -301,7 +301,9 @@ def _plot_out(args: argparse.Namespace) -> Path:
     """--out, or the one folder named (a run directory, or a folder of runs as the report directory)."""
     if args.out:
         return Path(args.out)
-    if len(args.runs) == 1 and Path(args.runs[0]).is_dir():
+    if len(args.runs) == 1:
+        if not Path(args.runs[0]).is_dir():
+            raise ConfigError(f"{args.runs[0]}: no such directory")
         return Path(args.runs[0])
     raise ConfigError("--out DIR: needed when plotting several run directories (where to write the figures)")
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from fcc.report import Group, Report
+    from fcc.report import Run as ReportRun
 
 PROJECTIONS = ("pca", "tsne", "umap")
 MAX_CONFUSION_CLASSES = 30  # above this the confusion matrix is aggregated to blocks of ranks
@@ -590,14 +591,20 @@ def _has_cluster_stats(run_dir: Path) -> bool:
     return True
 
 
+def _why_left_out(run: ReportRun) -> str:
+    """A run's state with what it lacks (e.g. 'failed (no eval_best.json)'), or 'duplicate'."""
+    if run.duplicate_of is not None:
+        return f"duplicate of {run.duplicate_of}"
+    return f"{run.state} ({run.detail})" if run.detail else run.state
+
+
 def grouped_plot(kind: str, paths: Sequence[str | Path], out_dir: Path, group_by: str | None = None,
                  eval_file: str = "eval.json") -> tuple[list[Path], list[str]]:
     """`fcc plot per-class|clusters DIR...`: the figure and one line for each run left out (unfinished)."""
     from fcc.report import build_report
 
     report = build_report(paths, group_by, eval_file)
-    skipped = [f"{r.path}: {r.state if r.duplicate_of is None else 'duplicate'}, not plotted"
-               for r in report.runs if not r.counted]
+    skipped = [f"{r.path}: {_why_left_out(r)}, not plotted" for r in report.runs if not r.counted]
     if not report.groups:
         raise DataError("no finished runs to plot (" + "; ".join(skipped) + ")")
     draw: Callable[[Sequence[Group], Path], list[Path]] = plot_per_class if kind == "per-class" \
