@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from fcc.argtypes import int_at_least
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/cifar10_lt/ce_fcc_if100.yaml"
 
@@ -41,9 +43,9 @@ def run_once(tree: Path, out: Path, data_root: Path, epochs: int, threads: int, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old", default="5acf141", help="the revision to compare with (default: before the spine)")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int_at_least(1), default=3)
+    parser.add_argument("--epochs", type=int_at_least(1), default=1)
+    parser.add_argument("--threads", type=int_at_least(1), default=2)
     parser.add_argument("--data-root", type=Path, default=ROOT / "data" / "cifar10-real")
     parser.add_argument("extra", nargs="*", help="overrides for both trees (e.g. train.channels_last=false)")
     args = parser.parse_args()
@@ -52,8 +54,10 @@ def main() -> None:
         raise SystemExit(f"{data_root}: no cifar-10-batches-py (python ../shared/data/make_cifar10.py {data_root})")
     with tempfile.TemporaryDirectory() as tmp:
         old_tree = Path(tmp) / "old"
-        subprocess.run(["git", "worktree", "add", "--detach", "-f", str(old_tree), args.old], cwd=ROOT, check=True,
-                       capture_output=True)
+        added = subprocess.run(["git", "worktree", "add", "--detach", "-f", str(old_tree), args.old], cwd=ROOT,
+                               capture_output=True, text=True)
+        if added.returncode != 0:
+            raise SystemExit(f"--old {args.old}: cannot check it out ({added.stderr.strip().splitlines()[-1]})")
         try:
             speeds: dict[str, list[float]] = {"old": [], "this": []}
             order = [("old", old_tree), ("this", ROOT)]

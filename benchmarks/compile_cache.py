@@ -20,6 +20,9 @@ import sys
 import tempfile
 import time
 
+from fcc import argtypes
+from fcc.argtypes import int_at_least
+
 
 def child(args: argparse.Namespace) -> None:
     import torch
@@ -66,10 +69,10 @@ def child(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--classes", type=int, default=100)
-    parser.add_argument("--amp", default="auto")
+    parser.add_argument("--device", type=argtypes.device, default="auto")
+    parser.add_argument("--threads", type=int_at_least(1), default=1)
+    parser.add_argument("--classes", type=int_at_least(1), default=100)
+    parser.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"])
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -84,7 +87,10 @@ def main() -> None:
         for name in ("first (empty cache)", "second (from the cache)"):
             cmd = [sys.executable, __file__, "--child", f"--device={args.device}", f"--threads={args.threads}",
                    f"--classes={args.classes}", f"--amp={args.amp}"]
-            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"compile_cache: the child process failed ({done.returncode}):\n{done.stderr[-2000:]}")
+            out = done.stdout
             r = json.loads(out.strip().splitlines()[-1])
             ind = r["inductor"]
             print(f"| {name} | {r['train_first_step_s']:.1f} | {r['compile_s']:.1f} | {r['eval_first_pass_s']:.1f} | "

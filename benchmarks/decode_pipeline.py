@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fcc import argtypes
+from fcc.argtypes import int_at_least
 from fcc.data.annotations import read_annotations, resolve_paths
 from fcc.data.augment import ColorJitter, Normalize
 from fcc.data.image_loader import WorkerEvalLoader, WorkerLoader
@@ -146,12 +148,12 @@ def cifar10_jpeg(archive: Path, workers: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="a JSON annotation file or a class-per-folder tree")
-    parser.add_argument("--count", type=int, default=256, help="generated JPEGs when --data is not given")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=2, help="timed epochs after the warm-up one")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--count", type=int_at_least(1), default=256, help="generated JPEGs when --data is not given")
+    parser.add_argument("--workers", type=int_at_least(0), nargs="+", default=[1, 2])
+    parser.add_argument("--size", type=int_at_least(1), default=224)
+    parser.add_argument("--batch-size", type=int_at_least(1), default=32)
+    parser.add_argument("--epochs", type=int_at_least(1), default=2, help="timed epochs after the warm-up one")
+    parser.add_argument("--device", type=argtypes.device, default="cpu")
     parser.add_argument("--cifar10-jpeg", type=Path, help="run the small-image (device loader) smoke test")
     args = parser.parse_args()
     device = torch.device(args.device)

@@ -13,6 +13,8 @@ import time
 
 import torch
 
+from fcc import argtypes
+from fcc.argtypes import int_at_least
 from fcc.config import load_config
 from fcc.models import build_network
 
@@ -21,10 +23,10 @@ KINDS = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--device", type=argtypes.device, default="cpu")
+    parser.add_argument("--threads", type=int_at_least(1), default=1)
+    parser.add_argument("--steps", type=int_at_least(1), default=20)
+    parser.add_argument("--rounds", type=int_at_least(1), default=5)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

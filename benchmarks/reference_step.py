@@ -43,13 +43,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from cifar_from_jpeg import CLASSES  # this folder is on sys.path
+from fcc import argtypes
+from fcc.argtypes import int_at_least
 from fcc.config import load_config
-from fcc.data.cifar import SPECS, DataWarning, long_tail_counts
+from fcc.data.cifar import CIFAR_MEAN, CIFAR_STD, SPECS, DataWarning, long_tail_counts
 from fcc.train import Trainer
 from train_throughput import full_step  # the trainer's per-step work (this folder is on sys.path)
-
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 
 
 class JpegFiles(Dataset):
@@ -57,8 +57,8 @@ class JpegFiles(Dataset):
 
     def __init__(self, paths: list[str], labels: list[int]) -> None:
         self.paths, self.labels = paths, labels
-        self.mean = np.array(CIFAR10_MEAN, dtype=np.float32).reshape(3, 1, 1)
-        self.std = np.array(CIFAR10_STD, dtype=np.float32).reshape(3, 1, 1)
+        self.mean = np.array(CIFAR_MEAN, dtype=np.float32).reshape(3, 1, 1)
+        self.std = np.array(CIFAR_STD, dtype=np.float32).reshape(3, 1, 1)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -82,13 +82,12 @@ def lt_jpegs(archive: Path | None, folder: Path, imbalance: float) -> tuple[list
     paths: list[str] = []
     labels: list[int] = []
     if archive is not None and archive.is_file():
-        classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
         with tarfile.open(archive) as tar:
             members = sorted((m for m in tar if m.isfile() and Path(m.name).parts[-3:-2] == ("train",)),
                              key=lambda m: m.name)
             taken = [0] * 10
             for m in members:
-                c = classes.index(Path(m.name).parts[-2])
+                c = CLASSES.index(Path(m.name).parts[-2])
                 if taken[c] >= counts[c]:
                     continue
                 taken[c] += 1
@@ -162,18 +161,22 @@ class ReferenceStep:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archive", type=Path, default=Path("local/cifar10-jpeg.tar.gz"),
-                        help="the CIFAR-10 JPEG archive (else synthetic JPEGs)")
+    parser.add_argument("--archive", type=Path, help="the CIFAR-10 JPEG archive (default local/cifar10-jpeg.tar.gz "
+                        "when it is there, else synthetic JPEGs)")
     parser.add_argument("--data-root", default="data/cifar10-real", help="CIFAR-10 for fcc's step (else synthetic)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", type=argtypes.device, default="auto")
+    parser.add_argument("--workers", type=int_at_least(0), default=min(8, os.cpu_count() or 1))
+    parser.add_argument("--steps", type=int_at_least(1), default=20)
+    parser.add_argument("--rounds", type=int_at_least(1), default=3)
+    parser.add_argument("--threads", type=int_at_least(1), default=None)
     parser.add_argument("--reference-amp", choices=["off", "fp16", "bf16"], default="off")
     parser.add_argument("--no-compile", action="store_true", help="fcc's auto step without torch.compile")
     parser.add_argument("--json", type=Path, help="also write the rates to this file (benchmarks/gpu_check.sh)")
     args = parser.parse_args()
+    if args.archive is None:
+        args.archive = Path("local/cifar10-jpeg.tar.gz")
+    elif not args.archive.is_file():
+        parser.error(f"--archive {args.archive}: no such file (the CIFAR-10 JPEG archive, cifar10-jpeg.tar.gz)")
     if args.threads:
         torch.set_num_threads(args.threads)
     random.seed(0)

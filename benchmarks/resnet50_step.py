@@ -20,6 +20,8 @@ import time
 
 import torch
 
+from fcc import argtypes
+from fcc.argtypes import int_at_least
 from fcc.config import load_config
 from fcc.losses import CrossEntropy
 from fcc.mixing import NoMix
@@ -87,18 +89,18 @@ def measure(args: argparse.Namespace, device: torch.device, amp: str, memory_for
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--device", type=argtypes.device, default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--backbone", default="resnet50", choices=BACKBONES.names())
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--size", type=int, default=224, help="input side in pixels")
-    parser.add_argument("--classes", type=int, default=1000)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per setting")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per setting")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=16)
+    parser.add_argument("--size", type=int_at_least(1), default=224, help="input side in pixels")
+    parser.add_argument("--classes", type=int_at_least(1), default=1000)
+    parser.add_argument("--steps", type=int_at_least(1), default=5, help="timed steps per setting")
+    parser.add_argument("--warmup", type=int_at_least(0), default=2, help="untimed steps per setting")
     parser.add_argument("--amp", nargs="+", default=["off"], choices=["off", "bf16", "fp16", "auto"])
     parser.add_argument("--memory-format", nargs="+", default=["contiguous"],
                         choices=["contiguous", "channels_last"])
     parser.add_argument("--fcc", action="store_true", help="FCC active (one gather and multiply per step)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+    parser.add_argument("--threads", type=int_at_least(1), default=None, help="torch intra-op threads (CPU)")
     args = parser.parse_args()
 
     if args.threads:

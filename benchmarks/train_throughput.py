@@ -41,6 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fcc import argtypes
+from fcc.argtypes import int_at_least
 from fcc.config import load_config
 from fcc.data.augment import Normalize
 from fcc.data.cifar import DataWarning
@@ -146,15 +148,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default="data/cifar10-real")
     parser.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100"])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per variant and round")
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (after one warm-up round)")
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
-    parser.add_argument("--amp", default="off", help="train.amp (fp32 by default: CPUs without native bf16)")
+    parser.add_argument("--device", type=argtypes.device, default="auto")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=128)
+    parser.add_argument("--steps", type=int_at_least(1), default=10, help="timed steps per variant and round")
+    parser.add_argument("--rounds", type=int_at_least(1), default=3, help="timed rounds (after one warm-up round)")
+    parser.add_argument("--threads", type=int_at_least(1), default=None, help="intra-op threads (default: torch's)")
+    parser.add_argument("--amp", default="off", choices=["auto", "off", "bf16", "fp16"],
+                        help="train.amp (fp32 by default: CPUs without native bf16)")
     parser.add_argument("--no-compile", action="store_true", help="leave out the compiled variants")
-    parser.add_argument("--eval-batch-sizes", type=int, nargs="+", default=[500, 1000, 2000])
-    parser.add_argument("--eval-images", type=int, default=4000, help="test images per evaluation pass")
+    parser.add_argument("--eval-batch-sizes", type=int_at_least(1), nargs="+", default=[500, 1000, 2000])
+    parser.add_argument("--eval-images", type=int_at_least(1), default=4000, help="test images per evaluation pass")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

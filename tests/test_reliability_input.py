@@ -505,3 +505,42 @@ def test_format_size_never_rounds_to_nothing() -> None:
     assert format_size(2**20 - 1) == "1.0 MiB"  # not "1024 KiB"
     assert format_size(int(1.5 * 2**30)) == "1.5 GiB" and format_size(3 * 2**40) == "3.0 TiB"
     assert format_size(700 * 2**20) == "700 MiB"
+
+
+def test_device_option_type() -> None:
+    import argparse
+
+    from fcc import argtypes
+
+    assert argtypes.device("cpu") == "cpu" and argtypes.device("auto") == "auto"
+    for bad in ("gpu", "cuda:", "cuda:x", "CPU", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected auto, cpu, cuda or cuda:N"):
+            argtypes.device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(argparse.ArgumentTypeError, match="cuda:1: CUDA is not available here"):
+            argtypes.device("cuda:1")
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.parametrize(("script", "args", "message"), [
+    ("train_throughput.py", ["--steps", "0"], "argument --steps: expected an integer >= 1, got 0"),
+    ("train_throughput.py", ["--amp", "fast"], "argument --amp: invalid choice: 'fast'"),
+    ("reference_step.py", ["--rounds", "0"], "argument --rounds: expected an integer >= 1, got 0"),
+    ("reference_step.py", ["--archive", "/nonexistent/a.tar.gz"], "--archive /nonexistent/a.tar.gz: no such file"),
+    ("compare_trees.py", ["--old", "no-such-rev", "--data-root", "."], "--old no-such-rev: cannot check it out"),
+    ("compile_cache.py", ["--device", "gpu"], "argument --device: expected auto, cpu, cuda or cuda:N, got 'gpu'"),
+    ("optimizer_step.py", ["--steps", "0"], "argument --steps: expected an integer >= 1, got 0"),
+    ("decode_pipeline.py", ["--workers", "-1"], "argument --workers: expected an integer >= 0, got -1"),
+    ("resnet50_step.py", ["--batch-size", "0"], "argument --batch-size: expected an integer >= 1, got 0"),
+    ("cifar_from_jpeg.py", ["/nonexistent/a.tar.gz", "out"], "/nonexistent/a.tar.gz: no such file"),
+])
+def test_benchmark_scripts_refuse_bad_arguments_without_a_traceback(script: str, args: list[str],
+                                                                    message: str, tmp_path: Path) -> None:
+    from conftest import subprocess_env
+
+    (tmp_path / "cifar-10-batches-py").mkdir()  # what compare_trees.py checks --data-root for first
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True,
+                          cwd=tmp_path, env=subprocess_env(), timeout=120)
+    assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr, done.stderr

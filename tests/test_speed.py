@@ -111,19 +111,30 @@ def test_the_optimizer_is_fused_where_the_device_has_the_kernel(cifar10_root: Pa
     assert not build_optimizer(cfg, on_meta).defaults.get("fused")
 
 
-def test_fused_sgd_makes_the_loops_updates_up_to_rounding() -> None:
-    results = []
-    for flags in ({"foreach": False}, {"fused": True}):
-        torch.manual_seed(0)
-        params = [torch.randn(16, 8, requires_grad=True), torch.randn(8, requires_grad=True)]
-        opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=2e-4, **flags)
-        g = torch.Generator().manual_seed(1)
-        for _ in range(20):
-            for p in params:
-                p.grad = torch.randn(p.shape, generator=g)
-            opt.step()
-        results.append(torch.cat([p.detach().flatten() for p in params]))
-    torch.testing.assert_close(results[1], results[0], rtol=1e-6, atol=1e-6)
+def test_the_fused_sgd_built_from_the_config_makes_nesterovs_update(cifar10_root: Path, tmp_path: Path) -> None:
+    """build_optimizer's fused SGD gets the config's lr, momentum, weight decay and Nesterov: its weights
+    after three steps match Nesterov SGD re-derived in float64 from those keys."""
+    cfg = load_config(None, tiny_run_overrides(cifar10_root, tmp_path / "r", "train.lr=0.05", "train.momentum=0.8",
+                                               "train.weight_decay=0.01", "train.nesterov=true"))
+    torch.manual_seed(0)
+    net = build_network(cfg, 10)
+    opt = build_optimizer(cfg, net)
+    assert opt.defaults.get("fused") is True
+    params = [p for p in net.parameters() if p.requires_grad]
+    expected = [p.detach().double().clone() for p in params]
+    buffers = [torch.zeros_like(w) for w in expected]
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        grads = [torch.randn(p.shape, generator=g) for p in params]
+        for p, grad in zip(params, grads):
+            p.grad = grad.clone()
+        opt.step()
+        for w, buf, grad in zip(expected, buffers, grads):
+            d = grad.double() + 0.01 * w  # weight decay
+            buf.mul_(0.8).add_(d)  # momentum buffer (the first step's buffer is d itself)
+            w.sub_(0.05 * (d + 0.8 * buf))  # Nesterov
+    for p, w in zip(params, expected):
+        torch.testing.assert_close(p.detach().double(), w, rtol=1e-5, atol=1e-6)
 
 
 def test_eval_brings_batches_into_the_models_memory_format(cifar10_root: Path) -> None:

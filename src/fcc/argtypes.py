@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
+from fcc.config import DEVICE_PATTERN
 from fcc.errors import NAME_MAX, path_problem, short_repr
 
 TEMP_SUFFIX_BYTES = len(".") + len(".tmp-") + 10  # atomic writes go to .NAME.tmp-PID first (fcc.checkpoint)
@@ -47,6 +49,19 @@ def number_at_least(low: float) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+def device(text: str) -> str:
+    """A device name as the config's ``device`` takes it (auto, cpu, cuda, cuda:N); a CUDA device is refused
+    where CUDA is not available (torch is imported only then)."""
+    if not re.fullmatch(DEVICE_PATTERN, text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {short_repr(text)}")
+    if text.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text}: CUDA is not available here; use cpu or auto")
+    return text
 
 
 def path(text: str) -> str:

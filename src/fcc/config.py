@@ -531,12 +531,15 @@ def _require(ok: bool, key: str, expected: str, value: Any) -> None:
         raise ConfigError(f"{key}: expected {expected}, got {value!r}")
 
 
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"  # the values `device` (and a command's --device) may take
+
+
 def validate(cfg: Config) -> None:
     """Range and consistency checks a type cannot express; raises ConfigError naming the key."""
     t, d, f = cfg.train, cfg.data, cfg.fcc
     _require(cfg.seed >= 0, "seed", "a non-negative integer", cfg.seed)
     _require(
-        bool(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device)),
+        bool(re.fullmatch(DEVICE_PATTERN, cfg.device)),
         "device", "auto, cpu, cuda or cuda:N", cfg.device,
     )
     if cfg.device == "mps":
