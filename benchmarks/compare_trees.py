@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fcc.argtypes import int_at_least
+from fcc_lt.util.argtypes import int_at_least
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/cifar10_lt/ce_fcc_if100.yaml"
@@ -31,7 +31,7 @@ CONFIG = "configs/cifar10_lt/ce_fcc_if100.yaml"
 def run_once(tree: Path, out: Path, data_root: Path, epochs: int, threads: int, extra: list[str]) -> float:
     env = {**os.environ, "PYTHONPATH": str(tree / "src"), "OMP_NUM_THREADS": str(threads),
            "MKL_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, "-m", "fcc", "train", CONFIG, f"data.root={data_root}", f"train.epochs={epochs}",
+    cmd = [sys.executable, "-m", "fcc_lt", "train", CONFIG, f"data.root={data_root}", f"train.epochs={epochs}",
            "train.amp=off", "train.progress=false", f"train.eval_every={epochs}", f"out={out}", *extra]
     done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
     if done.returncode != 0:

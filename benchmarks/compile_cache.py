@@ -4,9 +4,9 @@ after the other, sharing one TORCHINDUCTOR_CACHE_DIR.
 
     python benchmarks/compile_cache.py [--device auto] [--threads 1] [--classes 100] [--amp auto]
 
-Each process builds the network as the trainer does (fcc.parts: memory format and compile as planned
-for a 200-epoch run), runs one training step through fcc.speed.SpeedForward (its first call compiles the
-forward and the backward) and one evaluation pass through fcc.speed.eval_forward (compiled on the CPU),
+Each process builds the network as the trainer does (fcc_lt.engine.build: memory format and compile as planned
+for a 200-epoch run), runs one training step through fcc_lt.engine.speed.SpeedForward (its first call compiles the
+forward and the backward) and one evaluation pass through fcc_lt.engine.speed.eval_forward (compiled on the CPU),
 and prints the seconds of each first call and inductor's cache hits and misses.
 """
 
@@ -20,8 +20,8 @@ import sys
 import tempfile
 import time
 
-from fcc import argtypes
-from fcc.argtypes import int_at_least
+from fcc_lt.util import argtypes
+from fcc_lt.util.argtypes import int_at_least
 
 
 def child(args: argparse.Namespace) -> None:
@@ -29,11 +29,11 @@ def child(args: argparse.Namespace) -> None:
     import torch.nn.functional as F
     from torch._dynamo.utils import counters
 
-    from fcc.config import load_config
-    from fcc.distributed import DistContext, resolve_device
-    from fcc.parts import build_optimizer, build_training_network, wrap_for_training
-    from fcc.precision import autocast, autocast_dtype
-    from fcc.speed import eval_forward
+    from fcc_lt.config.load import load_config
+    from fcc_lt.engine.build import build_optimizer, build_training_network, wrap_for_training
+    from fcc_lt.engine.speed import eval_forward
+    from fcc_lt.util.distributed import DistContext, resolve_device
+    from fcc_lt.util.precision import autocast, autocast_dtype
 
     if args.threads:
         torch.set_num_threads(args.threads)

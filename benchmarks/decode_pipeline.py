@@ -31,13 +31,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fcc import argtypes
-from fcc.argtypes import int_at_least
-from fcc.data.annotations import read_annotations, resolve_paths
-from fcc.data.augment import ColorJitter, Normalize
-from fcc.data.image_loader import WorkerEvalLoader, WorkerLoader
-from fcc.data.images import IMAGENET_MEAN, IMAGENET_STD, CenterResizeCrop, ImageFiles, RandomResizedCropFlip
-from fcc.data.sampling import InstanceSampler
+from fcc_lt.data.annotations import read_annotations, resolve_paths
+from fcc_lt.data.augment import ColorJitter, Normalize
+from fcc_lt.data.image_loader import WorkerEvalLoader, WorkerLoader
+from fcc_lt.data.images import IMAGENET_MEAN, IMAGENET_STD, CenterResizeCrop, ImageFiles, RandomResizedCropFlip
+from fcc_lt.methods.samplers import InstanceSampler
+from fcc_lt.util import argtypes
+from fcc_lt.util.argtypes import int_at_least
 
 
 def write_jpegs(folder: Path, count: int, seed: int = 0) -> ImageFiles:
@@ -59,7 +59,7 @@ def load_files(data: Path) -> ImageFiles:
     if data.suffix == ".json":
         ann = read_annotations(data)
         return ImageFiles(resolve_paths(ann, data.parent), ann.labels, str(data))
-    from fcc.data.convert import scan_folder
+    from fcc_lt.data.images import scan_folder
 
     _, files = scan_folder(data)
     paths = [str(data / f) for class_files in files for f in class_files]
@@ -110,10 +110,11 @@ def cpu_rate(files: ImageFiles, transform: RandomResizedCropFlip | CenterResizeC
 
 def cifar10_jpeg(archive: Path, workers: int) -> None:
     """From-folder + decode-once + DeviceLoader smoke run on the real 32x32 JPEG CIFAR-10."""
-    from fcc.config import load_config
-    from fcc.data.build import build_sampler, build_splits, build_train_loader
-    from fcc.data.convert import convert_folder
-    from fcc.distributed import DistContext
+    from fcc_lt.config.load import load_config
+    from fcc_lt.data.build import build_splits, build_train_loader
+    from fcc_lt.data.tools.convert import convert_folder
+    from fcc_lt.engine.build import build_sampler
+    from fcc_lt.util.distributed import DistContext
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

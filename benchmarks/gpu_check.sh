@@ -7,7 +7,7 @@
 # Phases, in this order (each skipped, and shown as "not run", when the time budget is spent):
 #   1. the CIFAR folders from local/cifar10-jpeg.tar.gz (benchmarks/cifar_from_jpeg.py; no network):
 #      CIFAR-10, and CIFAR-100 shapes from the same images relabelled into 100 classes (speed only);
-#   2. `pytest -m cuda` (tests/test_cuda.py and the sync-debug test of tests/test_spine.py), while a
+#   2. `pytest -m cuda` (tests/engine/test_cuda.py and the sync-debug test of tests/engine/test_spine.py), while a
 #      CIFAR-10-LT run in fp32 eager NCHW trains beside it: the accuracy reference, not a timing;
 #   3. one CIFAR-100-LT-shaped run (ResNet-32, 200 epochs, eval every 10 and at the end), timed end to
 #      end, compile time apart (the headline goal: <= 60 s, aim 20 s);
@@ -66,7 +66,7 @@ timed() {
 }
 run_cifar() {  # run_cifar NAME CONFIG OVERRIDES...
   local name=$1 config=$2; shift 2
-  timed "$name" "$PY" -m fcc train "$config" "data.root=$DATA" "train.epochs=$EPOCHS" train.eval_every=10 \
+  timed "$name" "$PY" -m fcc_lt train "$config" "data.root=$DATA" "train.epochs=$EPOCHS" train.eval_every=10 \
     train.progress=false "out=$W/$name" --overwrite "${EXTRA[@]}" "$@"
 }
 
@@ -85,7 +85,7 @@ say "2. pytest -m cuda, beside a CIFAR-10-LT fp32 eager run"
 run_cifar c10_fp32_eager configs/cifar10_lt/ce_fcc_if100.yaml train.amp=off train.compile=off \
   train.channels_last=false &
 eager_pid=$!
-timeout 300 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests/test_cuda.py tests/test_spine.py >"$W/pytest.log" 2>&1
+timeout 300 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests/engine/test_cuda.py tests/engine/test_spine.py >"$W/pytest.log" 2>&1
 tail -3 "$W/pytest.log"
 wait "$eager_pid"
 say "fp32 eager run: exit $(cat "$W/c10_fp32_eager.time/rc")"
@@ -120,7 +120,7 @@ overrides:
   - train.progress=false
 $(for o in "${EXTRA[@]}"; do echo "  - $o"; done)
 EOF
-  timed parallel "$PY" -m fcc sweep "$W/parallel.yaml" --parallel 8
+  timed parallel "$PY" -m fcc_lt sweep "$W/parallel.yaml" --parallel 8
   say "exit $(cat "$W/parallel.time/rc")"
 fi
 if [ "$(left)" -ge 75 ]; then

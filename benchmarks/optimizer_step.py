@@ -13,10 +13,10 @@ import time
 
 import torch
 
-from fcc import argtypes
-from fcc.argtypes import int_at_least
-from fcc.config import load_config
-from fcc.models import build_network
+from fcc_lt.config.load import load_config
+from fcc_lt.models.network import build_network
+from fcc_lt.util import argtypes
+from fcc_lt.util.argtypes import int_at_least
 
 KINDS = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 

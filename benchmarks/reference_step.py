@@ -44,11 +44,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from cifar_from_jpeg import CLASSES  # this folder is on sys.path
-from fcc import argtypes
-from fcc.argtypes import int_at_least
-from fcc.config import load_config
-from fcc.data.cifar import CIFAR_MEAN, CIFAR_STD, SPECS, DataWarning, long_tail_counts
-from fcc.train import Trainer
+from fcc_lt.config.load import load_config
+from fcc_lt.data.cifar import CIFAR_MEAN, CIFAR_STD, SPECS, DataWarning, long_tail_counts
+from fcc_lt.engine.trainer import Trainer
+from fcc_lt.util import argtypes
+from fcc_lt.util.argtypes import int_at_least
 from train_throughput import full_step  # the trainer's per-step work (this folder is on sys.path)
 
 
@@ -114,7 +114,7 @@ class ReferenceStep:
     def __init__(self, trainer: Trainer, counts: list[int], loader: DataLoader, amp: torch.dtype | None,
                  gamma: float = 0.5) -> None:
         torch.manual_seed(0)
-        from fcc.models import build_network
+        from fcc_lt.models.network import build_network
 
         self.device = trainer.device
         self.net = build_network(trainer.cfg, 10).to(self.device)  # NCHW, eager

@@ -20,15 +20,15 @@ import time
 
 import torch
 
-from fcc import argtypes
-from fcc.argtypes import int_at_least
-from fcc.config import load_config
-from fcc.losses import CrossEntropy
-from fcc.mixing import NoMix
-from fcc.models import build_network
-from fcc.objective import Objective
-from fcc.precision import autocast, autocast_dtype, grad_scaler
-from fcc.registry import BACKBONES
+from fcc_lt.config.load import load_config
+from fcc_lt.engine.objective import Objective
+from fcc_lt.methods.losses import CrossEntropy
+from fcc_lt.methods.mixers import NoMix
+from fcc_lt.models.network import build_network
+from fcc_lt.util import argtypes
+from fcc_lt.util.argtypes import int_at_least
+from fcc_lt.util.precision import autocast, autocast_dtype, grad_scaler
+from fcc_lt.util.registry import BACKBONES
 
 
 def cpu_name() -> str:

@@ -4,12 +4,12 @@ Variants (ResNet-32, CE + FCC active, batch 128, the trainer's fused SGD):
 - model-only steps, on batches made beforehand and resident on the device: forward (with FCC's factors
   as ones), cross-entropy, backward, optimizer step; in NCHW eager, NHWC eager and NHWC compiled;
 - full steps: what Trainer._run_epoch does per step (DeviceLoader gather, pad-crop-flip and normalise
-  of the batch, fcc.step.OptimizerStep with the objective, FCC's per-class factors and the loss, and the
+  of the batch, fcc_lt.engine.step.OptimizerStep with the objective, FCC's per-class factors and the loss, and the
   loop's device-side tallies), with the plans `train.channels_last=false` (the former default),
   `auto` for a short run (NHWC eager) and `auto` for a 200-epoch run (NHWC compiled);
-- evaluation (fcc.evaluate.run_eval on the test split): compiled (as a compiled CPU run evaluates), NHWC
+- evaluation (fcc_lt.evaluation.passes.run_eval on the test split): compiled (as a compiled CPU run evaluates), NHWC
   eager at several loader batch sizes, on the CPU also without cutting the batch into forward passes of
-  at most 128 (fcc.evaluate.CPU_FORWARD_CHUNK), and NCHW.
+  at most 128 (fcc_lt.evaluation.passes.CPU_FORWARD_CHUNK), and NCHW.
 
 The variants are timed in alternating rounds (``--rounds``, ``--steps`` each) and the median round
 counts, so machine drift hits all of them alike: compare the ratios, not the absolute rates (other
@@ -41,16 +41,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fcc import argtypes
-from fcc.argtypes import int_at_least
-from fcc.config import load_config
-from fcc.data.augment import Normalize
-from fcc.data.cifar import DataWarning
-from fcc.data.loader import DeviceEvalLoader
-from fcc.evaluate import run_eval
-from fcc.precision import autocast
-from fcc.speed import model_memory_format
-from fcc.train import Trainer
+from fcc_lt.config.load import load_config
+from fcc_lt.data.augment import Normalize
+from fcc_lt.data.cifar import DataWarning
+from fcc_lt.data.loader import DeviceEvalLoader
+from fcc_lt.engine.trainer import Trainer
+from fcc_lt.evaluation.passes import run_eval
+from fcc_lt.models.network import model_memory_format
+from fcc_lt.util import argtypes
+from fcc_lt.util.argtypes import int_at_least
+from fcc_lt.util.precision import autocast
 
 
 def write_synthetic_cifar10(root: Path) -> None:
@@ -123,23 +123,23 @@ def full_step(t: Trainer, steps: int) -> Callable[[int], None]:
 
 
 def eval_pass(t: Trainer, batch_size: int, images: int, chunk: int | None = -1) -> Callable[[int], None]:
-    """fcc.evaluate.run_eval over the first ``images`` test images (``chunk``: CPU_FORWARD_CHUNK for it,
+    """fcc_lt.evaluation.passes.run_eval over the first ``images`` test images (``chunk``: CPU_FORWARD_CHUNK for it,
     -1 = as shipped)."""
-    import fcc.evaluate
+    import fcc_lt.evaluation.passes
 
     test = t.splits.test
     n = min(images, len(test.labels))
     loader = DeviceEvalLoader(type(test)(test.images[:n], test.labels[:n]), batch_size, t.device,
                               normalize=Normalize(t.splits.mean, t.splits.std),
                               channels_last=model_memory_format(t.model) == torch.channels_last)
-    shipped = fcc.evaluate.CPU_FORWARD_CHUNK
+    shipped = fcc_lt.evaluation.passes.CPU_FORWARD_CHUNK
 
     def run(epoch: int) -> None:
-        fcc.evaluate.CPU_FORWARD_CHUNK = shipped if chunk == -1 else chunk
+        fcc_lt.evaluation.passes.CPU_FORWARD_CHUNK = shipped if chunk == -1 else chunk
         try:
             run_eval(t.model, loader, t.stats.num_classes, t.ctx, t.amp_dtype)
         finally:
-            fcc.evaluate.CPU_FORWARD_CHUNK = shipped
+            fcc_lt.evaluation.passes.CPU_FORWARD_CHUNK = shipped
 
     return run
 

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from cifar_fixtures import write_cifar10, write_cifar100
 
-# The source tree under test: subprocesses import fcc from here, whatever their working directory holds
+# The source tree under test: subprocesses import fcc_lt from here, whatever their working directory holds
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 

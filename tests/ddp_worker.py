@@ -1,4 +1,4 @@
-"""One process of a multi-process test run, launched by torchrun from tests/test_distributed.py.
+"""One process of a multi-process test run, launched by torchrun from tests/engine/test_distributed.py.
 
 Usage: ``torchrun --standalone --nproc-per-node N tests/ddp_worker.py SPEC.json``. The spec lists jobs,
 each a list of config overrides plus optional extras, run one after another in the same process group:
@@ -52,9 +52,10 @@ def count_allreduces(trainer: Any, counter: list[int]) -> None:
 
 
 def main(spec_path: str) -> int:
-    from fcc.config import load_config
-    from fcc.distributed import cleanup, setup
-    from fcc.train import Trainer, TrainingInterrupted
+    from fcc_lt.config.load import load_config
+    from fcc_lt.engine.signals import TrainingInterrupted
+    from fcc_lt.engine.trainer import Trainer
+    from fcc_lt.util.distributed import cleanup, setup
 
     spec = json.loads(Path(spec_path).read_text())
     ctx = setup("cpu")
@@ -87,7 +88,7 @@ def main(spec_path: str) -> int:
     finally:
         report["writes"] = writes
         Path(f"{spec_path}.rank{ctx.rank}.json").write_text(json.dumps(report))
-        trainer = None  # the DDP model must not outlive the process group (see fcc.distributed.cleanup)
+        trainer = None  # the DDP model must not outlive the process group (see fcc_lt.util.distributed.cleanup)
         cleanup()
     return 0
 

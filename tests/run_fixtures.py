@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from fcc.config import Config
+from fcc_lt.config.schema import Config
 
 
 def _shot_mean(per_class: Sequence[float | None], counts: Sequence[int], group: str) -> float | None:

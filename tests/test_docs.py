@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fcc.config import all_keys
+from fcc_lt.config.schema import all_keys
 
 REPO = Path(__file__).resolve().parents[1]
 

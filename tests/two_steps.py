@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import torch
 
-from fcc.config import Config
-from fcc.train import Trainer, TrainingInterrupted
+from fcc_lt.config.schema import Config
+from fcc_lt.engine.signals import TrainingInterrupted
+from fcc_lt.engine.trainer import Trainer
 
 
 def run_two_steps(cfg: Config) -> list[float]:

@@ -1,1 +1,0 @@
-"""Datasets, long-tailed subsets, samplers and loaders."""

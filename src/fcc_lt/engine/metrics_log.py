@@ -1,0 +1,98 @@
+"""Where a finished epoch's record goes: metrics.jsonl, the console, tensorboard and a tracker (rank 0).
+
+One record per epoch (``epoch``, ``lr``, ``train_loss``, ``train_acc``, ``<split>_top1`` on evaluated
+epochs, ``epoch_time``, ``images_per_s``, ...); every sink gets the same numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from tqdm import tqdm
+
+from fcc_lt.config.schema import Config
+from fcc_lt.engine.run_dir import MetricsFile
+from fcc_lt.util.errors import ConfigError
+
+
+class Sink(Protocol):
+    def log(self, record: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def epoch_line(record: dict[str, Any], epochs: int) -> str:
+    parts = [f"epoch {record['epoch']}/{epochs}", f"lr {record['lr']:.4g}",
+             f"loss {_fmt(record.get('train_loss'), '.4f')}", f"acc {_fmt(record.get('train_acc'), '.2f')}"]
+    parts += [f"{k} {v:.2f}" for k, v in record.items() if k.endswith("_top1") and v is not None]
+    parts.append(f"{record['epoch_time']:.1f}s")
+    return "  ".join(parts)
+
+
+class TensorboardSink:
+    def __init__(self, run_dir: Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError("train.tensorboard: true needs the tensorboard package; "
+                              "pip install 'fcc-lt[tensorboard]' or set train.tensorboard=false") from None
+        self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+
+    def log(self, record: dict[str, Any]) -> None:
+        for key, value in record.items():
+            if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(key, value, record["epoch"])
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.flush()
+
+
+class MetricsLog:
+    """The epoch records of one run, written by the main process only."""
+
+    def __init__(self, run_dir: Path, cfg: Config, *, is_main: bool, resuming: bool = False) -> None:
+        self.cfg = cfg
+        self.is_main = is_main
+        self.file = MetricsFile(run_dir)
+        self.sinks: list[Any] = []
+        if is_main and cfg.train.tensorboard:
+            self.sinks.append(TensorboardSink(run_dir))
+        if is_main and cfg.train.tracker != "none":
+            from fcc_lt.engine.trackers import build_tracker
+
+            self.sinks.append(build_tracker(run_dir, cfg, resuming=resuming))
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        clean = MetricsFile.clean(record)
+        self.file.append(clean)
+        for sink in self.sinks:
+            sink.log(clean)
+        tqdm.write(epoch_line(clean, self.cfg.train.epochs))
+
+    def truncate(self, next_epoch: int) -> None:
+        if self.is_main:
+            self.file.truncate(next_epoch)
+
+    def final(self, result: dict[str, Any]) -> None:
+        """The final evaluation (eval.json's numbers), for the sinks that keep a summary."""
+        for sink in self.sinks:
+            getattr(sink, "final", lambda _result: None)(result)
+
+    def flush(self) -> None:
+        for sink in self.sinks:
+            getattr(sink, "flush", lambda: None)()
+
+    def close(self, status: str = "finished") -> None:
+        """``status``: finished, failed or interrupted (a tracker marks its run so)."""
+        for sink in self.sinks:
+            sink.close(status) if not isinstance(sink, TensorboardSink) else sink.close()

@@ -1,0 +1,1 @@
+"""``fcc sweep``: a spec -> a plan of ordinary run directories -> local processes or SLURM jobs."""

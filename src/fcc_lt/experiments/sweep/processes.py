@@ -1,0 +1,98 @@
+"""The processes of a sweep's runs: their threads and environment, their logs, how they ended, and the
+signals the sweep forwards to them. Shared by the local pool (sweep.plan) and the SLURM / submitit path
+(sweep.slurm); it imports neither.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fcc_lt.util.errors import OutputError
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a SLURM allocation), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def threads_per_run(parallel: int, cores: int | None = None) -> int:
+    """max(1, cores // parallel): each of the runs going at once gets its share of the cores."""
+    return max(1, (cores if cores is not None else available_cores()) // max(1, parallel))
+
+
+def child_env(threads: int | None, gpu: str | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of one run's process: its CPU threads (OMP_NUM_THREADS / MKL_NUM_THREADS, unless the
+    user set OMP_NUM_THREADS), its GPU (CUDA_VISIBLE_DEVICES, with --gpus), unbuffered output, and a
+    progress bar redrawn at most every 30 s (the log is a file, not a terminal)."""
+    env = dict(os.environ if base is None else base)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("TQDM_MININTERVAL", "30")
+    if threads is not None and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(threads)
+        env["MKL_NUM_THREADS"] = str(threads)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    return env
+
+
+def open_log(run: Any, args: list[str]) -> Any:
+    """RUN_DIR/train.log opened for appending, headed by the command of this attempt."""
+    stamp = datetime.now().isoformat(sep=" ", timespec="seconds")
+    try:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        log = open(run.log_path, "ab")  # noqa: SIM115 - handed to the child process, closed by the caller
+        log.write(f"\n===== {stamp} fcc sweep: {shlex.join(['fcc', *args])}\n".encode())
+        log.flush()
+    except OSError as err:
+        raise OutputError(f"cannot write {run.log_path}: {err.strerror or err}") from None
+    return log
+
+
+def failure_line(log_path: Path) -> str:
+    """The message a failed run ended with: its last 'error:' line, else its last line."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            lines = [line.strip() for line in f.read().decode("utf-8", "replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if line.startswith("error:"):
+            return line
+    return lines[-1] if lines else ""
+
+
+@dataclass
+class Outcome:
+    """How a run ended in this sweep: finished, failed, stopped (by the sweep's signal), skipped, pending."""
+
+    state: str
+    exit_code: int | None = None
+    message: str = ""
+    elapsed: float = 0.0
+
+
+@contextlib.contextmanager
+def stop_signals(on_signal: Any) -> Iterator[None]:
+    """Route SIGINT, SIGTERM and SIGHUP to ``on_signal(signum)`` while the sweep runs."""
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(ValueError, OSError, AttributeError):  # not the main thread; no SIGHUP
+            previous[sig] = signal.signal(sig, lambda signum, _frame: on_signal(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,111 @@
+"""The checkpoint file: what fcc writes, and how any checkpoint is read back.
+
+Writing is atomic (fcc_lt.util.files): a crash, a kill or a full disk leaves either the previous good
+checkpoint or the new one. Reading uses ``torch.load(weights_only=True)``: a checkpoint from an untrusted
+source cannot run code. ``load_model_state`` puts weights into a model with every missing, unexpected or
+misshapen key named.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fcc_lt.util.errors import CheckpointError
+from fcc_lt.util.files import atomic_write_bytes
+
+FORMAT = "fcc-checkpoint"
+
+
+VERSION = 1
+
+
+def save_checkpoint(state: Mapping[str, Any], path: Path) -> None:
+    """Atomically write ``state`` (plain containers and tensors only) to ``path``."""
+    payload = {"format": FORMAT, "version": VERSION, **state}
+    # Serialise in memory first: torch.save turns a failing write (ENOSPC) into a RuntimeError from its
+    # C++ writer, whereas a plain file write raises the OSError that atomic_write_bytes reports.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getbuffer()
+    atomic_write_bytes(Path(path), lambda f: f.write(data))
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely; raises CheckpointError naming the file on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = next((line for line in lines if "GLOBAL" in line or "nsupported" in line), lines[-1] if lines else "")
+        raise CheckpointError(f"{path}: refused: it holds Python objects other than tensors and plain "
+                              f"containers ({detail}); fcc reads checkpoints with "
+                              "torch.load(weights_only=True), which never runs code from the file") from None
+    except Exception as err:  # untrusted bytes: any failure to parse them means "not readable"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
+    if isinstance(state, dict) and state.get("format") == FORMAT:
+        if not _is_state_dict(state.get("model")):
+            raise CheckpointError(f"{path}: its 'model' entry is not a state_dict (names -> tensors)")
+        return state
+    if _is_state_dict(state):
+        return {"format": FORMAT, "version": VERSION, "model": state}  # a bare state_dict
+    raise CheckpointError(f"{path}: not an fcc checkpoint or a model state_dict")
+
+
+def _is_state_dict(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in value.items())
+
+
+def resolve_checkpoint(path_or_run: str | Path, which: str = "last") -> Path:
+    """A checkpoint file, or the ``which`` checkpoint ('last'/'best') of a run directory."""
+    p = Path(path_or_run)
+    if p.is_dir():
+        p = p / "checkpoints" / f"{which}.pt"
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    return p
+
+
+def load_model_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str,
+                     exclude: Sequence[str] = (), check_only: bool = False) -> list[str]:
+    """Load weights strictly except for keys under ``exclude`` prefixes; returns the keys left at init.
+
+    Every mismatch is reported by name: missing keys, unexpected keys and shape differences. With
+    ``check_only`` nothing is loaded (``model`` may live on the meta device).
+    """
+
+    def excluded(key: str) -> bool:
+        return any(key == p or key.startswith(p + ".") for p in exclude)
+
+    own = model.state_dict()
+    incoming = {k: v for k, v in state_dict.items() if not excluded(k)}
+    missing = [k for k in own if k not in incoming and not excluded(k)]
+    unexpected = [k for k in incoming if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+              for k, v in incoming.items() if k in own and v.shape != own[k].shape]
+    problems = []
+    if shapes:
+        problems.append("shape mismatch for " + "; ".join(shapes[:5]) + (" ..." if len(shapes) > 5 else ""))
+    if missing:
+        problems.append(f"missing {len(missing)} keys ({', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} keys ({', '.join(unexpected[:5])}"
+                        f"{' ...' if len(unexpected) > 5 else ''})")
+    if problems:
+        raise CheckpointError(f"{source} does not fit the model: " + "; ".join(problems) +
+                              ". Check model.backbone/model.head and data.dataset (number of classes), "
+                              "or list keys to skip in model.init_exclude.")
+    if not check_only:
+        model.load_state_dict(incoming, strict=False)
+    return [k for k in own if excluded(k)]
