@@ -92,7 +92,7 @@ def test_start_up_guard_is_released_for_the_command(tmp_path: Path, capsys: pyte
         seen.append(signal.getsignal(signal.SIGINT))
         return 0
 
-    import fcc_lt.cli.main as cli
+    import fcc_lt.cli.configs as cli
 
     original = cli.cmd_configs
     cli.cmd_configs = spy  # type: ignore[assignment]

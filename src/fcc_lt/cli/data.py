@@ -1,4 +1,5 @@
-"""The `fcc data` dataset tools' command lines; the work itself is in ``fcc_lt.data.tools.convert``.
+"""`fcc data`: the dataset tools' command lines (the work itself is in ``data.tools.convert``), the
+long-tailed CIFAR counts and CAM generation.
 
 Kept apart from the converters so that building the parser (``fcc --help``) imports nothing heavy.
 """
@@ -6,9 +7,12 @@ Kept apart from the converters so that building the parser (``fcc --help``) impo
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from fcc_lt.util import argtypes
 from fcc_lt.util.argtypes import int_at_least, number_at_least, output_file, path
+from fcc_lt.util.errors import ConfigError
 
 
 def _report(written: list) -> None:
@@ -134,3 +138,65 @@ def add_commands(tools: argparse._SubParsersAction) -> None:
     q.add_argument("--order", choices=["index", "size"], default="index",
                    help="rank classes by id (CIFAR-LT convention) or by current size, largest first")
     q.set_defaults(func=cmd_make_lt)
+
+
+def cmd_data_cifar_lt(args: argparse.Namespace) -> int:
+    from fcc_lt.data.cifar import long_tail_counts
+
+    classes = {"cifar10": 10, "cifar100": 100}[args.dataset]
+    max_per_class = args.max_per_class or 50000 // classes
+    if args.imbalance < 1:
+        raise ConfigError(f"--imbalance: expected a number >= 1, got {args.imbalance}")
+    counts = long_tail_counts(classes, args.imbalance, max_per_class)
+    print(f"# {args.dataset}-LT, imbalance factor {args.imbalance:g}, {max_per_class} images in the largest class")
+    print("class\timages")
+    for c, n in enumerate(counts):
+        print(f"{c}\t{n}")
+    print(f"total\t{sum(counts)}")
+    empty = [c for c, n in enumerate(counts) if n == 0]
+    if empty:
+        print(f"warning: classes {empty} get no images: with {max_per_class} images in the largest class the "
+              f"imbalance factor can be at most {max_per_class} (--imbalance)", file=sys.stderr)
+    return 0
+
+
+def cmd_data_cam_generate(args: argparse.Namespace) -> int:
+    from fcc_lt.evaluation.run_loader import load_run_config
+    from fcc_lt.methods.cam import generate
+
+    run_dir = Path(args.run)
+    cfg = load_run_config(run_dir, [f"device={args.device}"] if args.device else [])
+    done = generate(run_dir, Path(args.out), cfg=cfg, checkpoint=args.checkpoint, cap=args.cap, seed=args.seed,
+                    batch_size=args.batch_size, overwrite=args.overwrite)
+    print(f"wrote {done['images']} images and {done['json']} (new images per class: {done['new_counts']})")
+    print(f"stage 2: fcc train CONFIG data.extra_train_json={done['json']} "
+          f"model.init_from={run_dir / 'checkpoints' / 'last.pt'}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="dataset tools")
+    data_sub = p.add_subparsers(dest="tool", required=True)
+    q = data_sub.add_parser("cifar-lt", help="print the per-class training counts of a long-tailed CIFAR")
+    q.add_argument("--dataset", choices=["cifar10", "cifar100"], default="cifar10")
+    q.add_argument("--imbalance", type=number_at_least(1), default=100.0, help="imbalance factor n_max/n_min")
+    q.add_argument("--max-per-class", type=int_at_least(0), default=0,
+                   help="images of the largest class (default: all)")
+    q.set_defaults(func=cmd_data_cifar_lt)
+
+    q = data_sub.add_parser("cam-generate", help="CAM-based sampling: write CAM-augmented images of the small "
+                            "classes from a stage-1 run, for a stage 2 with data.extra_train_json")
+    q.add_argument("run", type=argtypes.path, help="the stage-1 run directory")
+    q.add_argument("--out", required=True, type=argtypes.path,
+                   help="output folder (images/ and cam_train.json)")
+    q.add_argument("--checkpoint", default="last", type=argtypes.checkpoint,
+                   help="last (default), best, or a checkpoint file")
+    q.add_argument("--cap", type=int_at_least(1), help="at most this many new images per class, none for "
+                   "classes of at least this many images (default: no cap, n_max + n_min - n_c each)")
+    q.add_argument("--seed", type=int_at_least(0), help="seed of the draws (default: the run's seed)")
+    q.add_argument("--batch-size", type=int_at_least(1), default=256)
+    q.add_argument("--device", help="device (default: the run's)")
+    q.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    q.set_defaults(func=cmd_data_cam_generate)
+
+    add_commands(data_sub)

@@ -1,0 +1,147 @@
+"""`fcc sweep`, `fcc report` and `fcc plot`: many runs at once."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fcc_lt.util import argtypes
+from fcc_lt.util.argtypes import int_at_least, number_at_least
+from fcc_lt.util.errors import ConfigError
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from fcc_lt.experiments.sweep.plan import SweepOptions, parse_gpus, run_sweep
+
+    slurm = {"partition": args.slurm_partition, "time": args.slurm_time, "gpus": args.slurm_gpus,
+             "cpus": args.slurm_cpus, "mem_gb": args.slurm_mem_gb, "account": args.slurm_account}
+    options = SweepOptions(parallel=args.parallel, dry_run=args.dry_run, rerun_changed=args.rerun_changed,
+                           executor=args.executor, gpus=parse_gpus(args.gpus), no_wait=args.no_wait, slurm=slurm)
+    return run_sweep(Path(args.spec), options)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fcc_lt.experiments.report import FORMATS, build_report, write_report_dir
+
+    report = build_report(args.runs, args.group_by, args.eval_file)
+    sys.stdout.write(FORMATS[args.format](report))
+    if args.out:
+        from fcc_lt.experiments.plots import plot_report
+
+        for path in [*write_report_dir(report, Path(args.out)), *plot_report(report, Path(args.out))]:
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _plot_out(args: argparse.Namespace) -> Path:
+    """--out, or the one folder named (a run directory, or a folder of runs as the report directory)."""
+    if args.out:
+        return Path(args.out)
+    if len(args.runs) == 1:
+        if not Path(args.runs[0]).is_dir():
+            raise ConfigError(f"{args.runs[0]}: no such directory")
+        return Path(args.runs[0])
+    raise ConfigError("--out DIR: needed when plotting several run directories (where to write the figures)")
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from fcc_lt.experiments import plots
+    from fcc_lt.experiments.report import find_run_dirs
+
+    if not args.runs:
+        raise ConfigError(f"fcc plot {args.kind}: name one or more run directories")
+    skipped: list[str] = []
+    if args.kind in ("per-class", "clusters"):
+        written, skipped = plots.grouped_plot(args.kind, args.runs, _plot_out(args), args.group_by, args.eval_file)
+    elif args.kind == "curves":
+        written, skipped = plots.curves_plot(args.runs, _plot_out(args))
+    elif args.kind == "confusion":
+        runs = find_run_dirs(args.runs)
+        if len(runs) != 1:
+            raise ConfigError(f"fcc plot confusion: expected one run directory, found {len(runs)}")
+        written = plots.plot_confusion_run(runs[0], Path(args.out) if args.out else runs[0], args.blocks,
+                                           args.eval_file)
+    else:
+        runs = find_run_dirs(args.runs)
+        written = plots.plot_feature_projection(runs, _plot_out(args),
+                                                args.projection, args.max_points, args.seed)
+    for line in skipped:
+        print(f"note: {line}", file=sys.stderr)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="train a grid of configs x overrides x seeds, resumably, several at a time "
+                       "or on SLURM", description="fcc sweep SPEC.yaml: every run is an ordinary run directory "
+                       "OUT/<config>[__<key>-<value>...]__seed<S>; running it again skips finished runs and resumes "
+                       "stopped ones. See docs/sweeps.md.")
+    p.add_argument("spec", type=argtypes.path, help="the sweep spec (YAML: out, configs, seeds, overrides, grid, "
+                   "slurm)")
+    p.add_argument("-j", "--parallel", type=int_at_least(1), metavar="N",
+                   help="runs at once (default 1; on SLURM the most jobs running at once, default no limit); "
+                        "locally each run gets max(1, cores // N) CPU threads and all share the GPU")
+    p.add_argument("--dry-run", action="store_true", help="list the runs, their states and commands; train nothing")
+    p.add_argument("--rerun-changed", action="store_true",
+                   help="train runs whose directory holds another config than the spec asks for again from "
+                        "scratch (default: refuse, naming the differing keys)")
+    p.add_argument("--gpus", metavar="IDS", help="comma-separated GPU ids the parallel runs take in turn "
+                   "(CUDA_VISIBLE_DEVICES); default: every run sees the GPUs this command sees")
+    p.add_argument("--executor", choices=["process", "slurm", "local"], default="process",
+                   help="process: child processes here (default); slurm: SLURM jobs through submitit "
+                        "(pip install 'fcc-lt[slurm]'); local: submitit's local executor (the SLURM path, on this "
+                        "machine)")
+    p.add_argument("--no-wait", action="store_true", help="with --executor slurm: submit and return")
+    p.add_argument("--slurm-partition", metavar="NAME", help="SLURM partition (over the spec's slurm.partition)")
+    p.add_argument("--slurm-time", metavar="TIME", help="time limit per run, e.g. 4:00:00 or 1-00:00:00 (required "
+                   "for slurm; a run that reaches it saves a checkpoint and is requeued)")
+    p.add_argument("--slurm-gpus", type=int_at_least(0, 1), metavar="N",
+                   help="GPUs per run, 0 or 1 (default 1 on SLURM)")
+    p.add_argument("--slurm-cpus", type=int_at_least(1), metavar="N",
+                   help="CPUs per run (--cpus-per-task; also its OMP_NUM_THREADS)")
+    p.add_argument("--slurm-mem-gb", type=number_at_least(0.001), metavar="GB", help="memory per run in GB")
+    p.add_argument("--slurm-account", metavar="NAME", help="SLURM account")
+    p.set_defaults(func=cmd_sweep)
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="results of run directories: seeds grouped (mean, sd), FCC's paired gain "
+                       "with a 95%% t-interval", description="fcc report DIR... [--group-by KEYS] "
+                       "[--format md|csv|json]; DIR is a run directory or a folder of them (see docs/reports.md)")
+    p.add_argument("runs", nargs="*", metavar="DIR", help="run directories, or folders searched for them")
+    p.add_argument("--group-by", metavar="KEYS",
+                   help="group by these comma-separated keys instead of 'everything but the seed': dataset, "
+                        "imbalance_factor, backbone, epochs, method, fcc, seed, or config keys such as train.lr")
+    p.add_argument("--format", choices=["md", "markdown", "csv", "json"], default="md")
+    p.add_argument("--eval-file", default="eval.json", help="the result file of each run (default eval.json)")
+    p.add_argument("--out", metavar="DIR", help="also write report.md/.csv/.json and the group figures into DIR")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("plot", help="figures (PNG and PDF) from run directories",
+                       description="per-class accuracy, training curves, ranked confusion, feature projection, "
+                                   "feature-cluster statistics (see docs/reports.md)")
+    plot_sub = p.add_subparsers(dest="kind", required=True)
+    kinds = {"per-class": "per-class test accuracy against training count, one line per group, seeds as bands",
+             "curves": "training loss, train/test accuracy and learning rate of one or several runs",
+             "confusion": "a run's confusion matrix in rank order, row-normalised, blocks above 30 classes",
+             "features": "2-D projection of the test features (features.npz) of one or several runs",
+             "clusters": "per-class spread / nearest-centre distance and feature norms against class rank"}
+    for kind, text in kinds.items():
+        q = plot_sub.add_parser(kind, help=text, description=text)
+        q.add_argument("runs", nargs="*", metavar="DIR", help="run directories, or folders searched for them")
+        q.add_argument("--out", metavar="DIR", help="folder for the figures (default: the one DIR named)")
+        if kind in ("per-class", "clusters"):
+            q.add_argument("--group-by", metavar="KEYS", help="as for fcc report")
+        if kind in ("per-class", "clusters", "confusion"):
+            q.add_argument("--eval-file", default="eval.json")
+        if kind == "confusion":
+            q.add_argument("--blocks", type=int, help="number of blocks of class ranks (default: one per class "
+                           "up to 30 classes, else 30)")
+        if kind == "features":
+            q.add_argument("--projection", choices=["pca", "tsne", "umap"], default="pca",
+                           help="pca (default, always available); tsne needs scikit-learn, umap umap-learn")
+            q.add_argument("--max-points", type=int, default=5000, help="test samples drawn per run (default 5000)")
+            q.add_argument("--seed", type=int, default=0, help="seed of the sample drawn and of t-SNE/UMAP")
+        q.set_defaults(func=cmd_plot)

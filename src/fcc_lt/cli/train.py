@@ -1,0 +1,123 @@
+"""`fcc train` and `fcc config`: a config file and its overrides -> a run (or its resolved, checked config)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from fcc_lt.util import argtypes
+from fcc_lt.util.errors import ConfigError
+
+
+def _split_config_and_overrides(items: list[str]) -> tuple[str | None, list[str]]:
+    if items and "=" not in items[0]:
+        return items[0], items[1:]
+    return None, items
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fcc_lt.config.load import load_config
+    from fcc_lt.engine.trainer import Trainer
+    from fcc_lt.evaluation.run_loader import load_run_config
+
+    config_path, overrides = _split_config_and_overrides(args.items)
+    if args.resume:
+        if config_path is not None:
+            raise ConfigError("--resume takes the run directory; its config.yaml is used, so give only "
+                              "key=value overrides after it")
+        if args.smoke:
+            raise ConfigError("--smoke starts a short throw-away run from a config file; it cannot resume one")
+        check_resume_overrides(overrides)
+        cfg = load_run_config(Path(args.resume), overrides)
+    elif config_path is None and not overrides:
+        args.parser.print_usage(sys.stderr)
+        print("fcc train: name a config file (`fcc configs` lists the shipped ones), e.g.\n"
+              "  fcc train configs/cifar10_lt/ce_fcc_if100.yaml", file=sys.stderr)
+        return 2
+    elif args.smoke:
+        from fcc_lt.config.schedule import ScheduleWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ScheduleWarning)  # a smoke run is short on purpose
+            cfg = load_config(config_path, [*overrides, *smoke_overrides(config_path, overrides)])
+        print(f"smoke run: {cfg.train.epochs} epochs of at most {cfg.train.max_steps_per_epoch} steps, "
+              f"{cfg.eval.max_batches} evaluation batches, in {cfg.out}; it checks that every part of the config "
+              "runs, its numbers mean nothing", file=sys.stderr)
+    else:
+        cfg = load_config(config_path, overrides)
+    Trainer(cfg, resume=bool(args.resume), overwrite=args.overwrite or args.smoke).fit()
+    return 0
+
+
+SMOKE_EPOCHS, SMOKE_STEPS, SMOKE_BATCHES = 4, 2, 2
+
+
+def smoke_overrides(config_path: str | None, overrides: list[str]) -> list[str]:
+    """What ``--smoke`` adds: a few epochs (the schedule rescaled onto them, so that every deferred part,
+    FCC, DRW, DRS and the LR drops, still acts), a few steps each, a few evaluation batches, its own folder.
+    Keys the user gives win."""
+    from fcc_lt.config.load import apply_overrides, parse_override, read_yaml
+
+    given = {".".join(parse_override(o)[0]) for o in overrides}
+    raw = apply_overrides(read_yaml(Path(config_path)) if config_path else {}, overrides)
+    train = raw.get("train") or {}
+    epochs = train.get("epochs", 200)
+    extra = {"train.epochs": min(epochs, SMOKE_EPOCHS) if isinstance(epochs, int) else SMOKE_EPOCHS,
+             "train.max_steps_per_epoch": SMOKE_STEPS, "eval.max_batches": SMOKE_BATCHES, "train.eval_every": 1,
+             "out": f"runs/smoke/{Path(config_path).stem if config_path else 'default'}"}
+    if train.get("schedule_epochs") is None and isinstance(epochs, int):
+        extra["train.schedule_epochs"] = epochs  # rescale the config's epoch keys onto the smoke run
+    return [f"{k}={v}" for k, v in extra.items() if k not in given]
+
+
+RESUME_FIXED = ("data", "model", "seed", "out")
+
+
+def check_resume_overrides(overrides: list[str]) -> None:
+    """Overrides that cannot apply to a run half done: its data and network are in its checkpoint, its
+    random streams come from its seed."""
+    from fcc_lt.config.load import parse_override
+
+    for text in overrides:
+        key = ".".join(parse_override(text)[0])
+        if key.split(".")[0] in RESUME_FIXED:
+            what = {"data": "its training set", "model": "its network", "seed": "its random streams",
+                    "out": "its run directory"}[key.split(".")[0]]
+            raise ConfigError(f"override {text!r}: {key} cannot change when resuming (the run's checkpoint "
+                              f"holds {what}); start a new run from its config.yaml instead: fcc train "
+                              f"RUN/config.yaml {text} out=NEW_RUN")
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from fcc_lt.config.explain import explain, render
+
+    config_path, overrides = _split_config_and_overrides(args.items)
+    _, rows = explain(config_path, overrides)
+    sys.stdout.write(render(rows))
+    print(f"# valid: {config_path or 'the defaults'} with {len(overrides)} override(s) passes every check "
+          "made before training (data files are read only when training starts)")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train (and finally evaluate) a run",
+                       description="fcc train CONFIG [key.sub=value ...] | fcc train --resume RUN_DIR")
+    p.add_argument("items", nargs="*", metavar="CONFIG_OR_OVERRIDE",
+                   help="a YAML config file, then key.sub=value overrides")
+    p.add_argument("--resume", metavar="RUN_DIR", type=argtypes.path,
+                   help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in an existing run directory")
+    p.add_argument("--smoke", action="store_true",
+                   help=f"a throw-away check that every part of the config runs: {SMOKE_EPOCHS} epochs (the "
+                        f"schedule rescaled onto them) of {SMOKE_STEPS} steps, {SMOKE_BATCHES} evaluation "
+                        "batches, in runs/smoke/<config name>")
+    p.set_defaults(func=cmd_train, parser=p)
+
+    p = sub.add_parser("config", help="print the resolved config with where each value came from, and check it",
+                       description="fcc config CONFIG [key.sub=value ...]: the config a `fcc train` with the same "
+                                   "arguments would run, validated, without training")
+    p.add_argument("items", nargs="*", metavar="CONFIG_OR_OVERRIDE",
+                   help="a YAML config file, then key.sub=value overrides")
+    p.set_defaults(func=cmd_config)
