@@ -231,7 +231,7 @@ def test_original_checkpoints_evaluate_initialise_and_teach(tmp_path: Path, cifa
     config.write_text("")  # the defaults, with the tiny network given as overrides
     out = tmp_path / "eval"
     assert main(["eval", str(config), "--checkpoint", str(path), *overrides, f"out={out}"]) == 0
-    result = json.loads((out / "eval.json").read_text())
+    result = json.loads((out / "eval_best_model_test.json").read_text())  # named after the checkpoint file
     cfg = load_config(config, overrides)
     splits = build_splits(cfg)
     tally = run_eval(net, build_eval_loader(cfg, splits, splits.test, DistContext()), 10, DistContext())

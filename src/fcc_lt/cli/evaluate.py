@@ -63,7 +63,6 @@ def _eval_with_config(args: argparse.Namespace, config: Path, overrides: list[st
         feature_stats_run(out, cfg, checkpoint=args.checkpoint, split=args.split, config_mode=True)
     else:
         evaluate_run(out, cfg, checkpoint=args.checkpoint, split=args.split, config_mode=True)
-    print(f"wrote {out}/", file=sys.stderr)
     return 0
 
 
@@ -94,7 +93,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate a run's checkpoint and write eval.json",
+    p = sub.add_parser("eval", help="evaluate a run's checkpoint -> eval_<checkpoint>_<split>.json (the run's own "
+                       "eval.json, written by training, is never replaced)",
                        description="fcc eval RUN_DIR [overrides] | fcc eval CONFIG --checkpoint FILE [overrides] "
                                    "(a checkpoint without a run directory, e.g. the original code's .pth)")
     p.add_argument("run", type=argtypes.path, help="run directory, or a config file with --checkpoint FILE")

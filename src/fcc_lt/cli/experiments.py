@@ -115,7 +115,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="group by these comma-separated keys instead of 'everything but the seed': dataset, "
                         "imbalance_factor, backbone, epochs, method, fcc, seed, or config keys such as train.lr")
     p.add_argument("--format", choices=["md", "markdown", "csv", "json"], default="md")
-    p.add_argument("--eval-file", default="eval.json", help="the result file of each run (default eval.json)")
+    p.add_argument("--eval-file", default="eval.json",
+                   help="the result file of each run (default eval.json, the run's own; e.g. eval_last_test.json "
+                        "for what `fcc eval RUN` wrote)")
     p.add_argument("--out", metavar="DIR", help="also write report.md/.csv/.json and the group figures into DIR")
     p.set_defaults(func=cmd_report)
 

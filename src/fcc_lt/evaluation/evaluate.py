@@ -1,6 +1,7 @@
 """Evaluating runs: a model and a split -> tallies (fcc_lt.evaluation.passes) -> the run directory's files
 (fcc_lt.evaluation.files). Used by the trainer's final evaluation and by `fcc eval` (also --features and
---tau-sweep).
+--tau-sweep). Only the trainer's final evaluation writes a run's ``eval.json`` (what `fcc report` reads);
+`fcc eval` writes files named after what it evaluated (``eval_last_test.json``, ``eval_best_val.json``).
 
 The tau sweep evaluates a list of taus in one pass over the selection split, picks the tau with the best
 top-1 there (the first in the list on ties), and reports the chosen tau on the report split. Selecting on
@@ -26,7 +27,7 @@ from fcc_lt.data.loader import EvalLoader
 from fcc_lt.evaluation.files import format_summary, write_eval_outputs, write_features_npz, write_json
 from fcc_lt.evaluation.metrics import feature_summary
 from fcc_lt.evaluation.passes import run_eval, run_feature_stats
-from fcc_lt.evaluation.run_loader import LoadedRun, load_run, load_run_config
+from fcc_lt.evaluation.run_loader import LoadedRun, load_run
 from fcc_lt.models.tau_norm import eval_view
 from fcc_lt.util.distributed import DistContext, barrier, setup
 from fcc_lt.util.errors import DataError, OutputError
@@ -88,26 +89,33 @@ def _open_run(run_dir: Path, cfg: Config, checkpoint: str, config_mode: bool = F
     return ctx, splits, run, stats
 
 
+def eval_file_stem(checkpoint: str, split: str, tau_norm: float | None = None) -> str:
+    """The name of what `fcc eval` writes: ``eval_<checkpoint>_<split>[_tau<t>]``, named after what it
+    evaluated. ``eval.json`` is the training run's own result (what `fcc report` reads) and only the trainer's
+    final evaluation writes it, so no `fcc eval` can replace a run's numbers with others."""
+    return f"eval_{Path(checkpoint).stem}_{split}" + (f"_tau{tau_norm:g}" if tau_norm is not None else "")
+
+
 def evaluate_run(run_dir: Path, cfg: Config, checkpoint: str = "last", split: str = "test",
                  config_mode: bool = False) -> dict[str, Any]:
-    """`fcc eval`: load a run's checkpoint, evaluate it, write the eval files.
+    """`fcc eval`: load a run's checkpoint, evaluate it, write ``eval_<checkpoint>_<split>[_tau<t>].json``
+    and its confusion files (``eval_file_stem``), and say what it wrote. Never ``eval.json``: that is the
+    run's own result, written by training with its ``eval.checkpoint`` / ``eval.split`` / ``eval.tau_norm``.
 
-    The default (last checkpoint, test split, the run's own tau-normalisation) writes eval.json; any other
-    choice writes eval_<checkpoint>_<split>[_tau<t>].json so the run's own final numbers are never overwritten.
-    In ``config_mode`` (a checkpoint file evaluated with a config, into a folder of its own) it is eval.json.
+    In ``config_mode`` (a checkpoint file evaluated with a config, into a folder of its own) the checkpoint
+    part of the name is the file's stem (``eval_best_model_test.json``).
     """
     ctx, splits, run, stats = _open_run(run_dir, cfg, checkpoint, config_mode)
-    tau = cfg.eval.tau_norm
-    default = config_mode or (checkpoint == "last" and split == "test" and tau == _saved_tau(run_dir))
-    stem = "eval" if default else f"eval_{Path(checkpoint).stem}_{split}" + (f"_tau{tau:g}" if tau is not None else "")
+    stem = eval_file_stem(checkpoint, split, cfg.eval.tau_norm)
     loader = build_eval_loader(cfg, splits, splits.split(split), ctx)
     info = {"checkpoint": run.shown_path(), "epoch": run.epoch}
-    return evaluate_to_files(run_dir, cfg, run.network, stats, run.class_names or splits.class_names, loader, ctx,
-                             split=split, info=info, amp_dtype=autocast_dtype(cfg.train.amp, ctx.device), stem=stem)
-
-
-def _saved_tau(run_dir: Path) -> float | None:
-    return load_run_config(run_dir).eval.tau_norm
+    result = evaluate_to_files(run_dir, cfg, run.network, stats, run.class_names or splits.class_names, loader,
+                               ctx, split=split, info=info, amp_dtype=autocast_dtype(cfg.train.amp, ctx.device),
+                               stem=stem)
+    if ctx.is_main:
+        others = ", ".join(result.get("confusion_files", []))
+        tqdm.write(f"wrote {run_dir / (stem + '.json')}" + (f" (and {others})" if others else ""))
+    return result
 
 
 def feature_stats_run(run_dir: Path, cfg: Config, checkpoint: str = "last", split: str = "test",

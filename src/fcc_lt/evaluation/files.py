@@ -1,7 +1,8 @@
 """The files a run directory keeps about an evaluation (written by rank 0 only).
 
-``eval.json`` (or ``eval_<checkpoint>_<split>[_tau<t>].json``) holds top1, top5, many, medium, few,
-per_class (percentages), the protocol's training counts the shot groups were taken from, which
+``eval.json`` (the training run's own final evaluation; `fcc eval` writes
+``eval_<checkpoint>_<split>[_tau<t>].json`` instead, so it never replaces it) holds top1, top5, many, medium,
+few, per_class (percentages), the protocol's training counts the shot groups were taken from, which
 checkpoint and epoch were evaluated, and on which split; ``confusion.csv`` (and ``confusion.png`` up to
 ``eval.confusion_png_max_classes`` classes) hold the confusion matrix; ``features.json`` and
 ``features.npz`` hold feature-cluster statistics and the raw pooled test features.
