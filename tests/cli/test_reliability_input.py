@@ -536,6 +536,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
     ("decode_pipeline.py", ["--workers", "-1"], "argument --workers: expected an integer >= 0, got -1"),
     ("resnet50_step.py", ["--batch-size", "0"], "argument --batch-size: expected an integer >= 1, got 0"),
     ("cifar_from_jpeg.py", ["/nonexistent/a.tar.gz", "out"], "/nonexistent/a.tar.gz: no such file"),
+    ("jpeg_draft.py", ["--sizes", "800"], "argument --sizes: expected WIDTHxHEIGHT such as 800x600, got '800'"),
 ])
 def test_benchmark_scripts_refuse_bad_arguments_without_a_traceback(script: str, args: list[str],
                                                                     message: str, tmp_path: Path) -> None:

@@ -114,6 +114,27 @@ def test_jpeg_draft_keeps_the_crop_close(tmp_path: Path) -> None:
     assert np.abs(c_fast - c_exact).mean() < 3
 
 
+def test_jpegs_are_decoded_whole_by_default(tmp_path: Path) -> None:
+    """data.jpeg_draft is off by default: an 800x600 photo (draft would decode it at 1/2 scale) gives the
+    pixels of the full decode, as the original code's."""
+    from fcc_lt.config.schema import DataConfig
+    from fcc_lt.data.images import eval_transform, train_transform
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:600, 0:800]
+    smooth = np.stack([xx * 255 / 800, yy * 255 / 600, (xx + yy) * 255 / 1400], axis=2)
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(np.clip(smooth + rng.normal(0, 20, (600, 800, 3)), 0, 255).astype(np.uint8)).save(path, quality=90)
+    cfg = DataConfig(image_size=224, augment="rrc_flip")
+    full = CenterResizeCrop(224, 0.875, jpeg_draft=False)(str(path))
+    assert not np.array_equal(CenterResizeCrop(224, 0.875, jpeg_draft=True)(str(path)), full)  # draft matters here
+    np.testing.assert_array_equal(eval_transform(cfg)(str(path)), full)
+    train = train_transform(cfg)
+    for seed in range(5):
+        np.testing.assert_array_equal(train(str(path), seed),
+                                      RandomResizedCropFlip(224, jpeg_draft=False)(str(path), seed))
+
+
 # ----------------------------------------------------------------------------------- centre crop
 
 

@@ -45,7 +45,7 @@ class DataConfig:
     preload_max_mb: int = 2048
     workers: int | None = None
     prefetch: int = 2
-    jpeg_draft: bool = True
+    jpeg_draft: bool = False
     check_images: Literal["none", "exists", "header", "decode"] = "exists"
     skip_bad_images: bool = False
 

@@ -9,9 +9,12 @@ Decoding uses PIL. A transform turns one file into a uint8 HWC array of ``size``
   never from the worker that happens to decode the file, so any worker count gives the same batches.
 - ``CenterResizeCrop`` (evaluation, and the base of the device-side crop-and-flip): the shorter side
   resized to int(size / crop_ratio), then the central size x size crop.
-JPEG files are decoded at a reduced scale (PIL's ``draft``, DCT scaling by 1/2, 1/4 or 1/8) when the
-region that is kept still has at least the output resolution (``jpeg_draft``), which makes large photos
-several times cheaper to decode.
+With ``jpeg_draft`` (``data.jpeg_draft``, off by default) JPEG files are decoded at a reduced scale (PIL's
+``draft``, DCT scaling by 1/2, 1/4 or 1/8) when the reduced region still has the output resolution, i.e.
+for images at least twice that size (a shorter side >= 512 for 224-pixel evaluation). On photos of 800x600
+and 1024x768 that made evaluation decoding 1.5x and training decoding 1.1-1.2x cheaper, and changed the
+output pixels by 1.6-2.5 grey levels on average (up to 21): benchmarks/jpeg_draft.py, docs/benchmarks.md.
+Off, every file is decoded whole, as the original code did.
 
 Colour jitter and normalisation run on the training device, on whole batches (fcc_lt.data.augment).
 """
@@ -111,7 +114,7 @@ def _finish(img: Any, path: str) -> np.ndarray:
 class CenterResizeCrop:
     """Shorter side to int(size / crop_ratio) (aspect kept), then the central size x size crop."""
 
-    def __init__(self, size: int, crop_ratio: float = 0.875, jpeg_draft: bool = True) -> None:
+    def __init__(self, size: int, crop_ratio: float = 0.875, jpeg_draft: bool = False) -> None:
         self.size = size
         self.resize_to = int(size / crop_ratio)
         self.jpeg_draft = jpeg_draft
@@ -151,7 +154,7 @@ class RandomResizedCropFlip:
     """Random-resized crop to size x size (scale, ratio as torchvision) and a horizontal flip (p = 1/2)."""
 
     def __init__(self, size: int, scale: Sequence[float] = (0.08, 1.0),
-                 ratio: Sequence[float] = (3 / 4, 4 / 3), flip: bool = True, jpeg_draft: bool = True) -> None:
+                 ratio: Sequence[float] = (3 / 4, 4 / 3), flip: bool = True, jpeg_draft: bool = False) -> None:
         self.size = size
         self.scale = tuple(scale)
         self.ratio = tuple(ratio)
