@@ -12,6 +12,9 @@ Two different counts exist and parts must not confuse them:
 
 Checkpoints store both (``class_stats``), so a run's model, its eval and its report agree on the
 counts without rebuilding the dataset.
+
+FCC's factor of a class (``fcc_factors``) is a function of these counts alone, so it lives here: training
+(``fcc_lt.methods.fcc``) and the analyses of a trained run (``fcc_lt.evaluation``) compute it the same way.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import torch
+from torch import Tensor
 
 from fcc_lt.util.errors import CheckpointError
 
@@ -69,3 +75,46 @@ class ClassStats:
             return cls(tuple(train), tuple(sampled))
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"{source}: unusable class statistics ({err})") from None
+
+
+def class_ranks(class_counts: Sequence[int]) -> Tensor:
+    """rank[c] = position of class c when ordered by count, largest first; ties keep index order."""
+    counts = torch.as_tensor(list(class_counts), dtype=torch.long)
+    order = torch.sort(-counts, stable=True).indices
+    ranks = torch.empty_like(order)
+    ranks[order] = torch.arange(len(order))
+    return ranks
+
+
+def scaling_factors(num_classes: int, gamma: float, decimals: int | None = None) -> Tensor:
+    """FCC's tau_k = 1 + gamma - k * gamma / num_classes for ranks k = 0..num_classes-1 (float32).
+
+    ``decimals`` reproduces the original code's factors exactly: it computed
+    ``round(1 + gamma - k * (gamma / C), decimals)`` with Python floats, and that operation order and
+    Python's correctly rounded ``round`` decide the ties: at C = 100, gamma 0.5, twenty factors differ
+    by 0.01 from rounding the same formula in another order. Rounding collapses the factors into few
+    levels when gamma / C has more decimals than kept (CIFAR-100's 100 classes share 51 levels at gamma
+    0.5; 1,000 or 8,142 classes share 11 at gamma 0.1).
+    """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if gamma < 0:
+        raise ValueError(f"gamma must be >= 0, got {gamma}")
+    if decimals is not None:
+        g = float(gamma)
+        step = g / num_classes  # the original divided first: 1 + gamma - k * (gamma / C)
+        return torch.tensor([round(1 + g - k * step, decimals) for k in range(num_classes)], dtype=torch.float32)
+    k = torch.arange(num_classes, dtype=torch.float64)
+    tau = 1.0 + gamma - k * gamma / num_classes
+    return tau.float()
+
+
+def fcc_factors(class_counts: Sequence[int], gamma: float, rank_by: str = "frequency",
+                decimals: int | None = None) -> Tensor:
+    """(C,) float32: FCC's factor of each class, tau at the class's rank (by training count, or by index)."""
+    tau = scaling_factors(len(class_counts), gamma, decimals)
+    if rank_by == "frequency":
+        return tau[class_ranks(class_counts)]
+    if rank_by == "index":
+        return tau
+    raise ValueError(f"rank_by must be 'frequency' or 'index', got {rank_by!r}")

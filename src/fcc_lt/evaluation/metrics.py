@@ -104,8 +104,8 @@ def summarize(tally: ClassificationTally, train_counts: Sequence[int], many_min:
 class FeatureTally:
     """Per-class sums of pooled features (float64), of their squared norms and norms, and counts.
 
-    Enough for each class's centroid, mean norm and spread (root-mean-square distance to its centroid):
-    the quantities FCC is about (denser clusters of the real, unscaled test features).
+    Enough for each class's centroid, mean norm and spread (root-mean-square distance to its centroid): a
+    description of the real, unscaled test features.
     """
 
     def __init__(self, num_classes: int, dim: int, device: torch.device) -> None:
@@ -155,11 +155,14 @@ def feature_summary(tally: FeatureTally, train_counts: Sequence[int], many_min: 
     """Cluster statistics of the features: per class and averaged over classes (and shot groups).
 
     spread_c = sqrt(E||f - mu_c||^2) for class c's features f and centroid mu_c; separation_c =
-    ||mu_c - mean of the centroids||; compactness = mean spread / mean separation (lower: denser,
-    better separated clusters). nearest_distance_c = the distance from mu_c to the nearest other class
-    centre, and spread_ratio_c = spread_c / nearest_distance_c: how far a class's features scatter
-    compared with the room it has before the next cluster, the quantity FCC claims to lower. Classes
-    without samples are None (and so is a ratio without a neighbour).
+    ||mu_c - mean of the centroids||; compactness = mean spread / mean separation (lower: tighter clusters
+    for the spacing of their centres). nearest_distance_c = the distance from mu_c to the nearest other
+    class centre, and spread_ratio_c = spread_c / nearest_distance_c: how far a class's features scatter
+    compared with the room before the next class centre. Both ratios are descriptive and scale-free:
+    multiplying every feature by one number leaves them unchanged, so they cannot see what FCC's paper
+    claims (real test features smaller than the tau-enlarged ones the head was trained on, and so further
+    inside its boundaries); `fcc analyze` (``fcc_lt.evaluation.analyses``) measures that. Classes without
+    samples are None (and so is a ratio without a neighbour).
     """
     count = tally.count.cpu()
     present = count > 0

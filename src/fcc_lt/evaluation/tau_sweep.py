@@ -79,20 +79,33 @@ def sweep_tallies(model: nn.Module, loader: EvalLoader, taus: Sequence[float], n
     return [tally.all_reduce(ctx) for tally in tallies]
 
 
+def validation_problem(run_dir: Path, cfg: Config) -> tuple[str, str] | None:
+    """Why the validation split of ``cfg`` is not held out from the training images of the run in ``run_dir``:
+    (kind, reason) with kind 'none' (trained without one) or 'changed' (the split's keys were overridden);
+    None when it is held out. Anything chosen on such 'validation' images would be chosen on training data."""
+    own = load_run_config(run_dir).data
+    d = cfg.data
+    if own.val_per_class == 0 and own.val_json is None:
+        return "none", (f"{run_dir} was trained without a validation split, so a validation split drawn now "
+                        "(data.val_per_class) would take images it trained on")
+    if (own.val_per_class, own.val_json, own.subset_seed) != (d.val_per_class, d.val_json, d.subset_seed):
+        return "changed", ("data.val_per_class / data.val_json / data.subset_seed differ from the run's own; the "
+                           "validation split would then overlap its training images. Leave them as trained")
+    return None
+
+
 def _check_selection_split(run_dir: Path, cfg: Config, select_on: str) -> None:
     """A tau chosen on 'validation' images the run trained on would be chosen on training data."""
     if select_on != "val":
         return
-    own = load_run_config(run_dir).data
-    d = cfg.data
-    if own.val_per_class == 0 and own.val_json is None:
-        raise ConfigError(f"--tau-sweep: {run_dir} was trained without a validation split, so a validation split "
-                          "drawn now (data.val_per_class) would take images it trained on; train with "
-                          "data.val_per_class > 0 (or data.val_json) to choose tau on held-out images, or choose "
-                          "on the test split explicitly with --select-on test")
-    if (own.val_per_class, own.val_json, own.subset_seed) != (d.val_per_class, d.val_json, d.subset_seed):
-        raise ConfigError("--tau-sweep: data.val_per_class / data.val_json / data.subset_seed differ from the run's "
-                          "own; the validation split would then overlap its training images. Leave them as trained")
+    problem = validation_problem(run_dir, cfg)
+    if problem is None:
+        return
+    kind, reason = problem
+    if kind == "none":
+        raise ConfigError(f"--tau-sweep: {reason}; train with data.val_per_class > 0 (or data.val_json) to choose "
+                          "tau on held-out images, or choose on the test split explicitly with --select-on test")
+    raise ConfigError(f"--tau-sweep: {reason}")
 
 
 def run_tau_sweep(run_dir: Path, cfg: Config, taus: Sequence[float], *, checkpoint: str = "last",

@@ -2,9 +2,11 @@
 
 During training, each sample's final backbone feature maps are multiplied by a factor of its class,
 tau_k = 1 + gamma - k * gamma / C, where k is the class's rank by training frequency (largest class
-first, k = 0) and C the number of classes. The classifier thus learns on enlarged features; at test time
-features pass unscaled, so the real (smaller) test features sit in denser clusters that cross the
-decision boundaries less often.
+first, k = 0) and C the number of classes (``fcc_lt.data.class_stats.fcc_factors``). The classifier thus
+learns on enlarged features; at test time features pass unscaled. The paper's reading is that the real
+(smaller) test features then sit in denser clusters that cross the decision boundaries less often; for a
+linear head the same training is also cross-entropy with a label-dependent temperature (training logits
+tau_y * W f + b). `fcc analyze` measures what a trained run supports (docs/analyses.md).
 
 The scaling is one gather and one multiply per batch; no Python loop and no host-device sync. It acts
 inside the training objective (``fcc_lt.engine.objective``), on the pooled features, in float32; the network
@@ -21,38 +23,10 @@ import torch
 from torch import Tensor, nn
 
 from fcc_lt.config.schedule import is_active
+from fcc_lt.data.class_stats import class_ranks, fcc_factors, scaling_factors
 
-
-def scaling_factors(num_classes: int, gamma: float, decimals: int | None = None) -> Tensor:
-    """tau_k = 1 + gamma - k * gamma / num_classes for ranks k = 0..num_classes-1 (float32).
-
-    ``decimals`` reproduces the original code's factors exactly: it computed
-    ``round(1 + gamma - k * (gamma / C), decimals)`` with Python floats, and that operation order and
-    Python's correctly rounded ``round`` decide the ties: at C = 100, gamma 0.5, twenty factors differ
-    by 0.01 from rounding the same formula in another order. Rounding collapses the factors into few
-    levels when gamma / C has more decimals than kept (CIFAR-100's 100 classes share 51 levels at gamma
-    0.5; 1,000 or 8,142 classes share 11 at gamma 0.1).
-    """
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    if gamma < 0:
-        raise ValueError(f"gamma must be >= 0, got {gamma}")
-    if decimals is not None:
-        g = float(gamma)
-        step = g / num_classes  # the original divided first: 1 + gamma - k * (gamma / C)
-        return torch.tensor([round(1 + g - k * step, decimals) for k in range(num_classes)], dtype=torch.float32)
-    k = torch.arange(num_classes, dtype=torch.float64)
-    tau = 1.0 + gamma - k * gamma / num_classes
-    return tau.float()
-
-
-def class_ranks(class_counts: Sequence[int]) -> Tensor:
-    """rank[c] = position of class c when ordered by count, largest first; ties keep index order."""
-    counts = torch.as_tensor(list(class_counts), dtype=torch.long)
-    order = torch.sort(-counts, stable=True).indices
-    ranks = torch.empty_like(order)
-    ranks[order] = torch.arange(len(order))
-    return ranks
+__all__ = ["FeatureClusterCompression", "build_compression", "class_ranks", "compress", "fcc_factors",
+           "scaling_factors"]
 
 
 class FeatureClusterCompression(nn.Module):
@@ -79,16 +53,9 @@ class FeatureClusterCompression(nn.Module):
     ) -> None:
         super().__init__()
         num_classes = len(class_counts)
-        tau = scaling_factors(num_classes, gamma, decimals)
-        if rank_by == "frequency":
-            ranks = class_ranks(class_counts)
-        elif rank_by == "index":
-            ranks = torch.arange(num_classes)
-        else:
-            raise ValueError(f"rank_by must be 'frequency' or 'index', got {rank_by!r}")
         self.gamma = gamma
         self.start_epoch = start_epoch
-        self.register_buffer("class_factor", tau[ranks], persistent=False)
+        self.register_buffer("class_factor", fcc_factors(class_counts, gamma, rank_by, decimals), persistent=False)
         self.register_buffer("inactive_factor", torch.ones(num_classes), persistent=False)
 
     def extra_repr(self) -> str:

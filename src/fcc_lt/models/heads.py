@@ -38,6 +38,14 @@ class LinearHead(nn.Module):
         """(C, D): logit_c = class_weights[c] . f + bias_c (what a class activation map projects on)."""
         return self.fc.weight.detach()
 
+    def affine(self) -> tuple[Tensor, Tensor]:
+        """(W (C, D), b (C,)) with logits = f W^T + b, detached (b is zeros without a bias): the form the
+        analyses of a trained run need (margins to pairwise boundaries, feature scaling with and without b)."""
+        w = self.fc.weight.detach()
+        b = self.fc.bias.detach() if self.fc.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype,
+                                                                               device=w.device)
+        return w, b
+
     def tau_normalized(self, tau: float) -> LinearHead:
         """A copy whose class weights are W_c / ||W_c||^tau (bias kept): Kang et al.'s tau-normalisation.
 
@@ -121,6 +129,13 @@ class LWSHead(nn.Module):
     def class_weights(self) -> Tensor:
         """(C, D): s_c w_c, so that logit_c = class_weights[c] . f + s_c b_c."""
         return (self.fc.weight * self.scales[:, None]).detach()
+
+    def affine(self) -> tuple[Tensor, Tensor]:
+        """(W, b) with logits = f W^T + b: W = s_c w_c, b = s_c b_c (zeros without a bias), detached."""
+        scales = self.scales.detach()
+        w = self.fc.weight.detach() * scales[:, None]
+        b = self.fc.bias.detach() * scales if self.fc.bias is not None else torch.zeros_like(scales)
+        return w, b
 
 
 def tau_normalize(head: nn.Module, tau: float) -> nn.Module:
