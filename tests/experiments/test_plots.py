@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from fcc_lt.cli.main import main
-from fcc_lt.experiments import plots
+from fcc_lt.experiments import plots, run_folder
 from fcc_lt.util.errors import ConfigError, DataError
 from run_fixtures import features_json, make_run, write_confusion, write_features_npz
 
@@ -110,7 +110,7 @@ def test_per_class_plot(tmp_path: Path) -> None:
     groups = build_report([runs]).groups
     labels = plots.group_labels(groups)
     assert labels == ["ce (n=3)", "ce + FCC(gamma 0.5, from epoch 1) (n=3)"]
-    colours = plots._group_styles(groups)
+    colours = plots.group_styles(groups)
     assert colours[0][0] == colours[1][0] and (colours[0][1], colours[1][1]) == ("--", "-")
 
 
@@ -135,13 +135,13 @@ def test_training_curves(tmp_path: Path) -> None:
         f.write('{"epoch": 4, "lr": 0.0')  # a line cut by a kill
     with open(a / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"epoch": 5, "lr": 0.01, "train_loss": 0.3, "train_acc": 80.0, "val_top1": 70.0}) + "\n")
-    rows = plots.read_metrics(b)
+    rows = run_folder.read_metrics(b)
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     empty = make_run(tmp_path / "empty", seed=2, done_epochs=0)
     written, skipped = plots.curves_plot([a, b, empty], tmp_path / "out")
     assert_figure(written, "training_curves", (7.0, 2.8))
     assert len(skipped) == 1 and "no epoch lines" in skipped[0]
-    assert plots._run_labels([a, b]) == [str(a), str(b)]  # the same folder name: shown by path
+    assert plots.run_labels([a, b]) == [str(a), str(b)]  # the same folder name: shown by path
     with pytest.raises(DataError, match="no run with epoch lines"):
         plots.curves_plot([empty], tmp_path / "out")
 
@@ -161,12 +161,12 @@ def test_confusion_plot_small_and_blocked(tmp_path: Path) -> None:
     written = plots.plot_confusion_run(big, tmp_path / "out")
     side = min(3.2 + 0.22 * 23, 10.0)  # 45 classes -> blocks of 2 ranks -> 23 blocks
     assert png_size(written[0]) == (round((side + 1.0) * 200), round(side * 200))
-    names_read, counts = plots.read_confusion_csv(big / "confusion.csv")
+    names_read, counts = run_folder.read_confusion(big)
     assert names_read == names and counts.shape == (45, 45)
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "confusion.csv").write_text("true\\pred,a,b\na,1,2\n")
     with pytest.raises(DataError, match="expected 2 rows of 2 counts"):
-        plots.read_confusion_csv(tmp_path / "bad" / "confusion.csv")
+        run_folder.read_confusion(tmp_path / "bad")
     with pytest.raises(DataError, match=r"confusion.csv: confusion matrix .* not found"):
         plots.plot_confusion_run(tmp_path / "nothing", tmp_path / "out")
 
@@ -246,16 +246,16 @@ def test_load_features_rejects_bad_files(tmp_path: Path) -> None:
     data = dict(np.load(run / "features.npz"))
     np.savez(run / "features.npz", **{**data, "labels": data["labels"] + 10})
     with pytest.raises(DataError, match=r"labels in 0\.\.3"):
-        plots.load_features(run)
+        run_folder.read_features_npz(run)
     np.savez(run / "features.npz", **{**data, "class_names": np.array(["a", 1, None, 2.0], dtype=object)})
     with pytest.raises(DataError, match=r"not a readable \.npz of plain arrays"):
-        plots.load_features(run)
+        run_folder.read_features_npz(run)
     np.savez(run / "features.npz", features=data["features"])
     with pytest.raises(DataError, match="missing array"):
-        plots.load_features(run)
+        run_folder.read_features_npz(run)
     (run / "features.npz").unlink()
     with pytest.raises(DataError, match=r"features.npz: test features .*fcc eval RUN --features"):
-        plots.load_features(run)
+        run_folder.read_features_npz(run)
 
 
 def test_plot_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

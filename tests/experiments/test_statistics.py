@@ -65,7 +65,7 @@ def test_mean_sd_and_interval_by_hand() -> None:
     half = 4.302653 * 1.0 / math.sqrt(3)  # t_{0.975, 2} sd / sqrt(n)
     assert (ci.n, ci.mean, ci.sd) == (3, 2.0, pytest.approx(1.0))
     assert (ci.low, ci.high) == (pytest.approx(2 - half, abs=1e-6), pytest.approx(2 + half, abs=1e-6))
-    assert ci.half_width == pytest.approx(half, abs=1e-6)
+    assert (ci.high - ci.low) / 2 == pytest.approx(half, abs=1e-6)
     # 90% interval of 4 values: mean 5.5, sd sqrt(29/3), t_{0.95, 3} = 2.353363
     ci = t_interval([2.0, 4.0, 7.0, 9.0], level=0.90)
     sd = math.sqrt(((2 - 5.5) ** 2 + (4 - 5.5) ** 2 + (7 - 5.5) ** 2 + (9 - 5.5) ** 2) / 3)
@@ -77,6 +77,6 @@ def test_missing_values_are_left_out_and_one_value_has_no_interval() -> None:
     assert mean([None, 4.0, float("nan"), 6.0]) == 5.0
     assert sample_sd([3.0]) is None and mean([]) is None
     one = t_interval([None, 71.5])
-    assert (one.n, one.mean, one.sd, one.low, one.high, one.half_width) == (1, 71.5, None, None, None, None)
+    assert (one.n, one.mean, one.sd, one.low, one.high) == (1, 71.5, None, None, None)
     assert t_interval([]).as_dict() == {"n": 0, "mean": None, "sd": None, "ci_low": None, "ci_high": None,
                                         "level": 0.95}

@@ -28,7 +28,11 @@ from fcc_lt.cli.main import main
 from fcc_lt.config.load import load_config
 from fcc_lt.experiments.run_folder import run_status
 from fcc_lt.experiments.sweep import plan as sweep
+from fcc_lt.experiments.sweep import processes
+from fcc_lt.experiments.sweep.command import parse_gpus
 from fcc_lt.experiments.sweep.display import Display
+from fcc_lt.experiments.sweep.processes import Outcome, threads_per_run
+from fcc_lt.experiments.sweep.spec import load_spec, yaml_value
 from fcc_lt.util.run_lock import lock_run_dir, unlock_run_dir
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -172,7 +176,7 @@ def test_run_names_commands_and_dry_run(workdir: Path, cifar10_root: Path, capsy
     assert not Path("runs").exists()  # a dry run writes nothing
 
     # the runs' resolved configs are exactly what `fcc train` with these arguments resolves
-    runs = sweep.expand(sweep.load_spec(spec))
+    runs = sweep.expand(load_spec(spec))
     first = runs[0]
     cfg = load_config(first.config, first.overrides)
     assert cfg.out == str(first.run_dir) and cfg.fcc.gamma == 0.5 and cfg.seed == 0
@@ -188,8 +192,8 @@ def test_value_slugs_are_safe_and_distinct() -> None:
     long_a, long_b = sweep.value_slug("x" * 100), sweep.value_slug("x" * 99 + "y")
     assert len(long_a) == 40 and long_a != long_b
     # values that YAML would read back as something else are quoted in the override
-    assert sweep.yaml_value("1.0") == "'1.0'" and sweep.yaml_value("runs #1") == "'runs #1'"
-    assert yaml.safe_load(sweep.yaml_value([1, "a: b"])) == [1, "a: b"]
+    assert yaml_value("1.0") == "'1.0'" and yaml_value("runs #1") == "'runs #1'"
+    assert yaml.safe_load(yaml_value([1, "a: b"])) == [1, "a: b"]
 
 
 def fake_run(run: sweep.Run, overrides: list[str], epochs_done: int, finished: bool) -> None:
@@ -206,7 +210,7 @@ def test_states_decide_actions_and_changed_configs_are_refused(workdir: Path, ci
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     spec = write_spec(workdir / "s.yaml", {"out": "runs/s", "configs": ["base.yaml"], "seeds": [0, 1, 2, 3],
                                            "overrides": tiny_overrides(cifar10_root)})
-    runs = sweep.expand(sweep.load_spec(spec))
+    runs = sweep.expand(load_spec(spec))
     fake_run(runs[0], runs[0].overrides, 2, finished=True)  # finished
     fake_run(runs[1], runs[1].overrides, 1, finished=False)  # stopped after epoch 1
     runs[2].run_dir.mkdir(parents=True)
@@ -251,14 +255,14 @@ def test_config_changes_ignore_out_and_defaults_older_runs_lacked() -> None:
 
 
 def test_threads_and_child_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert sweep.threads_per_run(4, cores=16) == 4
-    assert sweep.threads_per_run(3, cores=2) == 1
-    assert sweep.threads_per_run(1, cores=8) == 8
-    env = sweep.child_env(4, gpu="1", base={"PATH": "/bin"})
+    assert threads_per_run(4, cores=16) == 4
+    assert threads_per_run(3, cores=2) == 1
+    assert threads_per_run(1, cores=8) == 8
+    env = processes.child_env(4, gpu="1", base={"PATH": "/bin"})
     assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "4" and env["CUDA_VISIBLE_DEVICES"] == "1"
     assert env["PYTHONUNBUFFERED"] == "1"
-    assert sweep.child_env(4, base={"OMP_NUM_THREADS": "2"})["OMP_NUM_THREADS"] == "2"  # the user's choice wins
-    assert sweep.parse_gpus("0, 1") == ["0", "1"]
+    assert processes.child_env(4, base={"OMP_NUM_THREADS": "2"})["OMP_NUM_THREADS"] == "2"  # the user's choice wins
+    assert parse_gpus("0, 1") == ["0", "1"]
 
 
 class _Terminal(io.StringIO):
@@ -270,7 +274,7 @@ def test_progress_lines_in_place_on_a_terminal_and_events_elsewhere(workdir: Pat
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TERM", "xterm")
     monkeypatch.setenv("COLUMNS", "200")
-    spec = sweep.load_spec(write_spec(workdir / "s.yaml", {"configs": ["base.yaml"], "seeds": [0, 1],
+    spec = load_spec(write_spec(workdir / "s.yaml", {"configs": ["base.yaml"], "seeds": [0, 1],
                                                            "overrides": tiny_overrides(cifar10_root)}))
     planned = sweep.plan(spec, sweep.expand(spec), rerun_changed=False, executor="process")
     tty = _Terminal()
@@ -280,7 +284,7 @@ def test_progress_lines_in_place_on_a_terminal_and_events_elsewhere(workdir: Pat
     planned[0].run.run_dir.mkdir(parents=True)
     (planned[0].run.run_dir / "metrics.jsonl").write_text('{"epoch": 1}\n')
     display.tick()
-    display.ended(planned[1], sweep.Outcome("failed", 2, "error: boom", 1.0))
+    display.ended(planned[1], Outcome("failed", 2, "error: boom", 1.0))
     text = tty.getvalue()
     assert "\x1b[2F" in text  # redrawn in place: back up over the two lines
     last = text.rsplit("\x1b[2F", 1)[1]
@@ -294,7 +298,7 @@ def test_progress_lines_in_place_on_a_terminal_and_events_elsewhere(workdir: Pat
     plain = io.StringIO()
     display = Display(plain, planned)
     display.started(planned[0])
-    display.ended(planned[0], sweep.Outcome("finished", 0, elapsed=65.0))
+    display.ended(planned[0], Outcome("finished", 0, elapsed=65.0))
     lines = plain.getvalue().splitlines()
     assert "\x1b" not in plain.getvalue() and len(lines) == 2
     assert re.search(r"start +base__seed0: train; log: ", lines[0])
@@ -391,7 +395,7 @@ def test_timeout_signal_stops_the_run_and_the_requeued_job_resumes_it(workdir: P
     submitit = pytest.importorskip("submitit")
     from fcc_lt.experiments.sweep.slurm import RunJob
 
-    spec = sweep.load_spec(write_spec(workdir / "s.yaml", {"out": "runs/t", "configs": ["base.yaml"], "overrides":
+    spec = load_spec(write_spec(workdir / "s.yaml", {"out": "runs/t", "configs": ["base.yaml"], "overrides":
                                                            tiny_overrides(cifar10_root, "train.epochs=25",
                                                                           "train.milestones=[20]")}))
     run = sweep.expand(spec)[0]
@@ -565,7 +569,7 @@ def test_the_shipped_evidence_spec_is_ce_against_ce_fcc_over_three_seeds(monkeyp
     says, into CE / CE+FCC pairs on CIFAR-10-LT IF 100 that differ only in FCC and share each seed."""
     root = SRC.parent
     monkeypatch.chdir(root)
-    runs = sweep.expand(sweep.load_spec(Path("sweeps/cifar10_lt_ce_vs_fcc.yaml")))
+    runs = sweep.expand(load_spec(Path("sweeps/cifar10_lt_ce_vs_fcc.yaml")))
     assert sorted(r.name for r in runs) == sorted(f"{c}__seed{s}" for c in ("ce_if100", "ce_fcc_if100")
                                                   for s in (0, 1, 2))
     for seed in (0, 1, 2):

@@ -12,7 +12,7 @@ from fcc_lt.util.errors import ConfigError
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from fcc_lt.experiments.sweep.plan import SweepOptions, parse_gpus, run_sweep
+    from fcc_lt.experiments.sweep.command import SweepOptions, parse_gpus, run_sweep
 
     slurm = {"partition": args.slurm_partition, "time": args.slurm_time, "gpus": args.slurm_gpus,
              "cpus": args.slurm_cpus, "mem_gb": args.slurm_mem_gb, "account": args.slurm_account}
@@ -47,7 +47,7 @@ def _plot_out(args: argparse.Namespace) -> Path:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from fcc_lt.experiments import plots
-    from fcc_lt.experiments.report import find_run_dirs
+    from fcc_lt.experiments.run_folder import find_run_dirs
 
     if not args.runs:
         raise ConfigError(f"fcc plot {args.kind}: name one or more run directories")

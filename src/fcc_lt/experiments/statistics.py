@@ -120,10 +120,6 @@ class Interval:
     high: float | None
     level: float = 0.95
 
-    @property
-    def half_width(self) -> float | None:
-        return None if self.low is None or self.high is None else (self.high - self.low) / 2.0
-
     def as_dict(self) -> dict[str, float | int | None]:
         return {"n": self.n, "mean": self.mean, "sd": self.sd, "ci_low": self.low, "ci_high": self.high,
                 "level": self.level}

@@ -1,5 +1,5 @@
 """The processes of a sweep's runs: their threads and environment, their logs, how they ended, and the
-signals the sweep forwards to them. Shared by the local pool (sweep.plan) and the SLURM / submitit path
+signals the sweep forwards to them. Shared by the local pool (sweep.local) and the SLURM / submitit path
 (sweep.slurm); it imports neither.
 """
 

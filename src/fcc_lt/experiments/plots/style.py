@@ -1,0 +1,81 @@
+"""What every figure shares: paper style (8-9 pt text), a figure on its own Agg canvas (no pyplot, no global
+backend switch), PNG + PDF written atomically, colours, the class rank order and shot-group boundaries."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fcc_lt.util.errors import ConfigError
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+PAPER_STYLE = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 7,
+               "xtick.labelsize": 8, "ytick.labelsize": 8, "lines.linewidth": 1.5, "axes.grid": True,
+               "grid.alpha": 0.3, "pdf.fonttype": 42}
+
+
+def rank_order(train_counts: Sequence[int]) -> list[int]:
+    """Class indices by training count, largest first, ties by index."""
+    return sorted(range(len(train_counts)), key=lambda c: (-int(train_counts[c]), c))
+
+
+def paper_style() -> AbstractContextManager[Any]:
+    import matplotlib
+
+    return matplotlib.rc_context(PAPER_STYLE)
+
+
+def new_figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
+    """``out_dir/stem.png`` (200 dpi) and ``stem.pdf`` (vector, fonts embedded as TrueType), atomically."""
+    from fcc_lt.util.files import atomic_write_bytes
+
+    # the PDF backend subsets fonts with fontTools, which logs every table at INFO (the CLI's level)
+    logging.getLogger("fontTools").setLevel(logging.WARNING)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir}: is a file, expected a folder for the figures")
+    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
+    atomic_write_bytes(paths[0], lambda f: fig.savefig(f, format="png", dpi=200))
+    atomic_write_bytes(paths[1], lambda f: fig.savefig(f, format="pdf", metadata={"CreationDate": None}))
+    return paths
+
+
+def colors(n: int) -> list[Any]:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def shot_bounds(ax: Axes, many_min: int, few_max: int) -> None:
+    """Dotted lines between the shot groups on a training-count axis, with the groups named."""
+    for x in (few_max + 0.5, many_min - 0.5):
+        ax.axvline(x, color="0.5", linestyle=":", linewidth=0.8)
+    trans = ax.get_xaxis_transform()
+    lo, hi = ax.get_xlim()
+    for text, x in (("few", math.sqrt(max(lo, 1e-9) * (few_max + 0.5))),
+                    ("medium", math.sqrt((few_max + 0.5) * (many_min - 0.5))),
+                    ("many", math.sqrt((many_min - 0.5) * max(hi, many_min)))):
+        if lo < x < hi:
+            ax.text(x, 0.99, text, transform=trans, ha="center", va="top", fontsize=7, color="0.4")
+
+
+def run_labels(run_dirs: Sequence[Path]) -> list[str]:
+    names = [Path(r).name for r in run_dirs]
+    return [n if names.count(n) == 1 else str(r) for n, r in zip(names, run_dirs)]

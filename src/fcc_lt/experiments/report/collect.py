@@ -1,0 +1,270 @@
+"""Collecting runs for a report: each run directory's state, identity (what it computes) and numbers.
+
+Everything is read through fcc_lt.experiments.run_folder; a run that is unfinished or broken comes back
+with its state and why, never as an exception. A run's identity is its flattened config without the
+seed and the keys that do not change results, with a referenced run (``model.init_from``,
+``distill.teacher``) replaced by that run's identity; groups and pairs are formed from it in
+fcc_lt.experiments.report.compare.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fcc_lt.experiments.run_folder import RunFileError, read_config, read_eval, read_feature_json, run_status
+
+ACCURACY_METRICS = ("top1", "top5", "mean_class", "many", "medium", "few")
+# the feature-cluster statistics of features.json (`fcc eval RUN --features`), by report name
+FEATURE_METRICS = {
+    "spread_ratio": ("mean_spread_ratio",),
+    "spread_ratio_many": ("spread_ratio_by_group", "many"),
+    "spread_ratio_medium": ("spread_ratio_by_group", "medium"),
+    "spread_ratio_few": ("spread_ratio_by_group", "few"),
+    "compactness": ("compactness",),
+    "feature_norm": ("mean_norm",),
+}
+METRICS = (*ACCURACY_METRICS, *FEATURE_METRICS)
+
+
+# Config keys that say where or how fast a run ran, not what it computed: runs differing only in these
+# (and the seed) are the same experiment.
+IGNORED_KEYS = frozenset({
+    "out", "device", "data.root", "data.image_root", "data.download", "data.workers", "data.prefetch",
+    "data.loader", "data.preload_max_mb", "train.progress", "train.log_every", "train.tensorboard",
+    "eval.batch_size", "eval.confusion_png_max_classes",
+})
+# Config keys naming another run (a stage-1 checkpoint, a teacher): replaced by that run's own identity,
+# so stage-2 runs of different seeds (each from its own stage-1 run) still form one group.
+REFERENCE_KEYS = ("model.init_from", "distill.teacher")
+
+# the report's standard columns (what tells groups apart) and their titles
+COLUMNS = {"dataset": "dataset", "imbalance_factor": "IF", "backbone": "backbone", "epochs": "epochs",
+           "method": "method", "fcc": "FCC"}
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; an empty mapping (no params) contributes nothing."""
+    out: dict[str, Any] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            dotted = f"{prefix}{key}"
+            if isinstance(value, dict):
+                out.update(_flatten(value, dotted + "."))
+            else:
+                out[dotted] = value
+    return out
+
+
+def _resolve_reference(value: str, run_dir: Path) -> tuple[Path, str | None] | None:
+    """The run directory a checkpoint path or run path points at, tried as given (relative to the current
+    directory) and relative to each folder above the run (where `fcc train` was started); None if none."""
+    raw = Path(value)
+    bases = [Path()] if raw.is_absolute() else [Path(), *run_dir.resolve().parents]
+    for base in bases:
+        candidate = base / raw
+        if (candidate / "config.yaml").is_file():
+            return candidate, None
+        parent = candidate.parent
+        if parent.name == "checkpoints" and (parent.parent / "config.yaml").is_file():
+            return parent.parent, candidate.name
+    return None
+
+
+def config_identity(cfg: dict[str, Any], run_dir: Path, depth: int = 0) -> dict[str, str]:
+    """The flattened config without the seed and the keys that do not change results (values as JSON).
+
+    FCC's other keys drop out when ``fcc.enabled`` is false (they have no effect then), and a key naming
+    another run is replaced by that run's identity under ``<key>.run.``.
+    """
+    fcc_on = bool((cfg.get("fcc") or {}).get("enabled"))
+    out: dict[str, str] = {}
+    for key, value in _flatten(cfg).items():
+        if key == "seed" or key in IGNORED_KEYS or (key.startswith("fcc.") and key != "fcc.enabled" and not fcc_on):
+            continue
+        if key in REFERENCE_KEYS and isinstance(value, str) and depth < 4:
+            ref = _resolve_reference(value, run_dir)
+            ref_cfg = read_config(ref[0]) if ref else None
+            if ref is not None and ref_cfg is not None:
+                for sub, sub_value in config_identity(ref_cfg, ref[0], depth + 1).items():
+                    out[f"{key}.run.{sub}"] = sub_value
+                out[f"{key}.checkpoint"] = json.dumps(ref[1])
+                continue
+        out[key] = json.dumps(value, sort_keys=True)
+    return out
+
+
+def is_fcc_key(key: str) -> bool:
+    """Whether an identity key is an FCC setting (of this run or of a run it starts from)."""
+    return key.startswith("fcc.") or ".run.fcc." in key
+
+
+def _fmt_number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def describe_method(cfg: dict[str, Any]) -> str:
+    """A short label such as 'ce + drw' or 'balanced_softmax + FCC(0.5)' from a resolved config."""
+    loss = cfg.get("loss", {})
+    parts = [str(loss.get("name", "?"))]
+    if (loss.get("params") or {}).get("drw_start_epoch"):
+        parts[0] += f" (DRW from epoch {loss['params']['drw_start_epoch']})"
+    sampler = cfg.get("sampler", {})
+    if sampler.get("name") and sampler["name"] != "instance":
+        drs = (sampler.get("params") or {}).get("drs_start_epoch")
+        parts.append(f"{sampler['name']} sampler" + (f" (DRS from epoch {drs})" if drs else ""))
+    mix = cfg.get("mix", {}).get("name")
+    if mix and mix != "none":
+        parts.append(str(mix))
+    fcc = cfg.get("fcc", {})
+    if fcc.get("enabled"):
+        parts.append(f"FCC(gamma {fcc.get('gamma')}, from epoch {fcc.get('start_epoch')})")
+    return " + ".join(parts)
+
+
+def fcc_label(cfg: dict[str, Any]) -> str:
+    """'-' without FCC, else 'FCC(gamma G, from epoch E)' (and its ranking when not by frequency)."""
+    fcc = cfg.get("fcc") or {}
+    if not fcc.get("enabled"):
+        return "-"
+    extra = "" if fcc.get("rank_by", "frequency") == "frequency" else f", rank by {fcc.get('rank_by')}"
+    return f"FCC(gamma {_fmt_number(fcc.get('gamma'))}, from epoch {fcc.get('start_epoch')}{extra})"
+
+
+def method_label(cfg: dict[str, Any], run_dir: Path, depth: int = 0) -> str:
+    """The method without FCC: loss, DRW, sampler, DRS, mixing, a non-linear head, what it starts from."""
+    label = describe_method({**cfg, "fcc": {"enabled": False}})
+    model = cfg.get("model") or {}
+    if model.get("head") and model["head"] != "linear":
+        label += f" + {model['head']} head"
+    for key, name in (("model.init_from", "init"), ("distill.teacher", "teacher")):
+        section, leaf = key.split(".")
+        value = (cfg.get(section) or {}).get(leaf)
+        if not isinstance(value, str):
+            continue
+        ref = _resolve_reference(value, run_dir) if depth < 4 else None
+        ref_cfg = read_config(ref[0]) if ref else None
+        if ref is not None and ref_cfg is not None:
+            shown = method_label(ref_cfg, ref[0], depth + 1)
+            shown += "" if fcc_label(ref_cfg) == "-" else f" + {fcc_label(ref_cfg)}"
+        else:
+            shown = value
+        label += f" [{name}: {shown}]"
+    return label
+
+
+def run_columns(cfg: dict[str, Any], run_dir: Path) -> dict[str, str]:
+    """The values of the report's standard columns for one run."""
+    data, model, train = cfg.get("data") or {}, cfg.get("model") or {}, cfg.get("train") or {}
+    dataset = str(data.get("dataset", "?"))
+    if data.get("train_json"):
+        dataset += f" ({Path(str(data['train_json'])).name})"
+    backbone = str(model.get("backbone", "?"))
+    if model.get("backbone_params"):
+        backbone += "(" + ", ".join(f"{k}={_fmt_number(v)}" for k, v in sorted(model["backbone_params"].items())) + ")"
+    return {"dataset": dataset, "imbalance_factor": _fmt_number(data.get("imbalance_factor", "?")),
+            "backbone": backbone, "epochs": str(train.get("epochs", "?")), "method": method_label(cfg, run_dir),
+            "fcc": fcc_label(cfg)}
+
+
+@dataclass
+class ReportRun:
+    """One run directory as the report sees it: its state, identity and numbers."""
+
+    path: Path
+    state: str
+    detail: str = ""
+    config: dict[str, Any] | None = None
+    seed: Any = None
+    identity: dict[str, str] = field(default_factory=dict)
+    columns: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    per_class: list[float | None] | None = None
+    class_names: list[str] | None = None
+    train_counts: list[int] | None = None
+    duplicate_of: Path | None = None
+    group: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def counted(self) -> bool:
+        return self.state == "finished" and self.duplicate_of is None
+
+    @property
+    def fcc_on(self) -> bool:
+        return self.identity.get("fcc.enabled") == "true"
+
+    def pair_key(self) -> frozenset[tuple[str, str]]:
+        return frozenset((k, v) for k, v in self.identity.items() if not is_fcc_key(k))
+
+    def fcc_key(self) -> frozenset[tuple[str, str]]:
+        return frozenset((k, v) for k, v in self.identity.items() if k.startswith("fcc."))
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _dig(data: Any, keys: Sequence[str]) -> Any:
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def collect_run(run_dir: Path, eval_file: str = "eval.json") -> ReportRun:
+    """Read a run directory; an unfinished or broken one comes back with its state, never an exception."""
+    status = run_status(run_dir)
+    cfg = read_config(run_dir)
+    run = ReportRun(run_dir, status.state, status.detail, cfg)
+    if cfg is not None:
+        run.seed = cfg.get("seed")
+        run.identity = config_identity(cfg, run_dir)
+        run.columns = run_columns(cfg, run_dir)
+    if status.state != "finished":
+        return run
+    try:
+        result = read_eval(run_dir, eval_file)
+    except RunFileError as err:
+        run.state, run.detail = "failed", err.detail
+        return run
+    if not isinstance(result, dict) or _number(result.get("top1")) is None:
+        run.state, run.detail = "failed", f"{eval_file} has no top1"
+        return run
+    if result.get("smoke"):  # fcc train --smoke: a few steps and batches, its numbers mean nothing
+        run.state = "smoke"
+        run.detail = "a smoke run (fcc train --smoke): not a result"
+        return run
+    for metric in ACCURACY_METRICS:
+        run.metrics[metric] = _number(result.get(metric))
+    per_class = result.get("per_class")
+    if isinstance(per_class, list):
+        run.per_class = [_number(v) for v in per_class]
+    names, counts = result.get("class_names"), result.get("train_counts")
+    if isinstance(names, list) and run.per_class is not None and len(names) == len(run.per_class):
+        run.class_names = [str(n) for n in names]
+    if isinstance(counts, list) and run.per_class is not None and len(counts) == len(run.per_class):
+        run.train_counts = [int(c) for c in counts]
+    try:
+        features = read_feature_json(run_dir)
+    except RunFileError as err:
+        if not err.missing:
+            run.detail = err.detail
+        return run
+    if not isinstance(features, dict):
+        run.detail = "features.json is not a mapping"
+    else:
+        for metric, keys in FEATURE_METRICS.items():
+            run.metrics[metric] = _number(_dig(features, keys))
+    return run
+

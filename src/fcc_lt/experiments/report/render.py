@@ -1,0 +1,289 @@
+"""Rendering a report: markdown tables, a tidy CSV (one row per number) and JSON (``fcc-report/1``).
+
+Rendering only formats what fcc_lt.experiments.report.compare computed; it reads no file and computes no
+statistic, so a new section is a function here that takes a ``Report``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fcc_lt.experiments.report.collect import ACCURACY_METRICS, METRICS, ReportRun
+from fcc_lt.experiments.report.compare import LEVEL, Report, build_report
+from fcc_lt.experiments.statistics import Interval
+from fcc_lt.util.errors import ConfigError
+
+# what the markdown tables show (the JSON and CSV have every metric)
+MD_GROUP_METRICS = ("top1", "top5", "many", "medium", "few")
+MD_PAIR_METRICS = ("top1", "many", "medium", "few")
+MD_FEATURE_METRICS = ("spread_ratio", "spread_ratio_many", "spread_ratio_medium", "spread_ratio_few",
+                      "feature_norm")
+MD_MAX_PER_CLASS = 100  # classes; beyond this the per-class table is only in the JSON and CSV
+
+
+def _digits(metric: str) -> str:
+    return ".2f" if metric in ACCURACY_METRICS else ".4g"
+
+
+def _value(v: float | None, metric: str, sign: bool = False) -> str:
+    if v is None:
+        return "-"
+    spec = _digits(metric)
+    return f"{v:+{spec}}" if sign else f"{v:{spec}}"
+
+
+def mean_sd(interval: Interval, metric: str) -> str:
+    """'71.23 ± 0.45' (sd over seeds), '71.23' for one run, '-' for none."""
+    if interval.mean is None:
+        return "-"
+    text = _value(interval.mean, metric)
+    return text if interval.sd is None else f"{text} ± {_value(interval.sd, metric)}"
+
+
+def diff_ci(interval: Interval, metric: str) -> str:
+    """'+1.23 [+0.40, +2.06]' (95% t-interval), '+1.23 (n=1)' without an interval, '-' without pairs."""
+    if interval.mean is None:
+        return "-"
+    text = _value(interval.mean, metric, sign=True)
+    if interval.low is None or interval.high is None:
+        return f"{text} (n={interval.n})"
+    return f"{text} [{_value(interval.low, metric, sign=True)}, {_value(interval.high, metric, sign=True)}]"
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    def cell(text: str) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _seeds(values: Sequence[Any]) -> str:
+    return ",".join(str(s) for s in values)
+
+
+def render_markdown(report: Report) -> str:
+    """The report as markdown: groups, FCC's paired effect, feature clusters, per-class, runs, the rest."""
+    out: list[str] = ["# fcc report", ""]
+    finished = [r for r in report.runs if r.counted]
+    dup = [r for r in report.runs if r.duplicate_of is not None]
+    other = [r for r in report.runs if r.state != "finished"]
+    summary = f"{len(report.runs)} runs: {len(finished)} finished and counted"
+    summary += f", {len(other)} unfinished or failed" if other else ""
+    summary += f", {len(dup)} duplicates not counted" if dup else ""
+    out += [summary + ".", ""]
+    cols = report.columns
+    use_differs = any(g.differs for g in report.groups)
+    if report.groups:
+        grouping = "runs that differ only by seed" if report.group_by is None else \
+            f"runs grouped by {', '.join(report.group_by)}"
+        out += [f"## Groups ({grouping})", "",
+                f"Mean ± sample standard deviation over the group's seeds (n - 1), accuracy in percent, "
+                f"from {report.eval_file}.", ""]
+        header = ["group", *(report.header(c) for c in cols), *(["differs in"] if use_differs else []), "n", "seeds",
+                  *MD_GROUP_METRICS]
+        rows = [[g.id, *g.columns.values(), *([g.differs] if use_differs else []), str(len(g.runs)), _seeds(g.seeds),
+                 *(mean_sd(g.stats(m), m) for m in MD_GROUP_METRICS)] for g in report.groups]
+        out += [*_md_table(header, rows), ""]
+    out += _md_pairs(report)
+    out += _md_features(report, cols, use_differs)
+    out += _md_per_class(report)
+    if finished:
+        out += ["## Runs", ""]
+        header = ["run", "method", "FCC", "dataset", "IF", "backbone", "epochs", "seed", "group", *MD_GROUP_METRICS,
+                  "path"]
+        rows = [[r.name, r.columns.get("method", "?"), r.columns.get("fcc", "?"), r.columns.get("dataset", "?"),
+                 r.columns.get("imbalance_factor", "?"), r.columns.get("backbone", "?"), r.columns.get("epochs", "?"),
+                 str(r.seed), str(r.group), *(_value(r.metrics.get(m), m) for m in MD_GROUP_METRICS), str(r.path)]
+                for r in finished]
+        out += [*_md_table(header, rows), ""]
+    if other or dup:
+        out += ["## Not counted (unfinished, failed or duplicate runs)", ""]
+        header = ["run", "state", "detail", "method", "FCC", "dataset", "seed", "path"]
+        rows = [[r.name, r.state if r.duplicate_of is None else "duplicate",
+                 r.detail if r.duplicate_of is None else f"same config and seed as {r.duplicate_of}",
+                 r.columns.get("method", "-"), r.columns.get("fcc", "-"), r.columns.get("dataset", "-"),
+                 str(r.seed) if r.config is not None else "-", str(r.path)] for r in [*other, *dup]]
+        out += [*_md_table(header, rows), ""]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _md_pairs(report: Report) -> list[str]:
+    out = ["## FCC: with minus without, paired by seed", ""]
+    if not report.pairs:
+        with_fcc = [g.id for g in report.groups if any(r.fcc_on for r in g.runs)]
+        reason = ("no finished run with FCC has a finished run without FCC of the same config and seed"
+                  if with_fcc else "no finished run with FCC")
+        return [*out, f"No pairs: {reason}.", ""]
+    out += ["Mean of the per-seed differences (percentage points) with its 95% Student-t interval over the n seed "
+            "pairs (n - 1 degrees of freedom); an interval that excludes 0 is a gain larger than seed noise. "
+            "n = 1 gives no interval.", ""]
+    use_differs = any(p.differs for p in report.pairs)
+    header = ["dataset", "IF", "backbone", "epochs", "method", "FCC", *(["differs in"] if use_differs else []),
+              "with", "without", "n", "seeds", *(f"Δ {m}" for m in MD_PAIR_METRICS)]
+    rows = [[*p.columns.values(), *([p.differs] if use_differs else []), p.groups(0), p.groups(1),
+             str(len(p.pairs)), _seeds(p.seeds), *(diff_ci(p.difference(m), m) for m in MD_PAIR_METRICS)]
+            for p in report.pairs]
+    return [*out, *_md_table(header, rows), ""]
+
+
+def _md_features(report: Report, cols: Sequence[str], use_differs: bool) -> list[str]:
+    groups = [g for g in report.groups if g.stats("spread_ratio").n]
+    if not groups:
+        return []
+    out = ["## Feature clusters (features.json)", "",
+           "Per class, the spread of its test features around their centre divided by the distance to the "
+           "nearest other class centre, averaged over classes (lower: denser, better separated clusters; the "
+           "quantity FCC claims to lower), and the mean feature norm; mean ± sd over seeds.", ""]
+    header = ["group", *(report.header(c) for c in cols), *(["differs in"] if use_differs else []), "n",
+              *MD_FEATURE_METRICS]
+    rows = [[g.id, *g.columns.values(), *([g.differs] if use_differs else []), str(g.stats("spread_ratio").n),
+             *(mean_sd(g.stats(m), m) for m in MD_FEATURE_METRICS)] for g in groups]
+    out += [*_md_table(header, rows), ""]
+    pairs = [p for p in report.pairs if p.difference("spread_ratio").n]
+    if pairs:
+        header = ["method", "FCC", "with", "without", "n", *(f"Δ {m}" for m in MD_FEATURE_METRICS)]
+        rows = [[p.columns["method"], p.columns["fcc"], p.groups(0), p.groups(1), str(p.difference("spread_ratio").n),
+                 *(diff_ci(p.difference(m), m) for m in MD_FEATURE_METRICS)] for p in pairs]
+        out += ["With minus without FCC, paired by seed (95% t-interval):", "", *_md_table(header, rows), ""]
+    return out
+
+
+def _md_per_class(report: Report) -> list[str]:
+    tables = [(g, g.per_class()) for g in report.groups]
+    tables = [(g, t) for g, t in tables if t is not None]
+    if not tables:
+        return []
+    first = tables[0][1]
+    same = all(t["class_names"] == first["class_names"] and t["train_counts"] == first["train_counts"]
+               for _, t in tables)
+    out = ["## Per-class test accuracy", ""]
+    num = len(first["mean"])
+    if not same or num > MD_MAX_PER_CLASS:
+        why = "the groups have different classes" if not same else f"{num} classes"
+        return [*out, f"Not shown ({why}); `--format json` or `--format csv` has every group's per-class "
+                "accuracies.", ""]
+    counts = first["train_counts"] or [0] * num
+    names = first["class_names"] or [str(c) for c in range(num)]
+    order = sorted(range(num), key=lambda c: (-counts[c], c))
+    out += ["Mean ± sd over seeds, classes by training count (largest first).", ""]
+    header = ["rank", "class", "train images", *(g.id for g, _ in tables)]
+    rows = []
+    for rank, c in enumerate(order, 1):
+        cells = [mean_sd(Interval(t["n"][c], t["mean"][c], t["sd"][c], None, None), "top1") for _, t in tables]
+        rows.append([str(rank), names[c], str(counts[c]) if first["train_counts"] else "?", *cells])
+    return [*out, *_md_table(header, rows), ""]
+
+
+CSV_FIELDS = ("section", "group", "run", "path", "state", "detail", "dataset", "imbalance_factor", "backbone",
+              "epochs", "method", "fcc", "grouped_by", "differs", "seeds", "with_groups", "without_groups",
+              "metric", "class_index", "class_name", "train_count", "n", "mean", "sd", "ci_low", "ci_high")
+
+
+def render_csv(report: Report) -> str:
+    """One row per (group, metric), (pair row, metric), (run, metric) and per-class value: easy to pivot."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    grouped_by = ",".join(report.group_by or [])
+    for g in report.groups:
+        base = {"section": "group", "group": g.id, **g.standard_columns(), "grouped_by": grouped_by,
+                "differs": g.differs, "seeds": _seeds(g.seeds)}
+        if report.group_by is not None:
+            base["grouped_by"] = "; ".join(f"{k}={v}" for k, v in g.columns.items())
+        for m in METRICS:
+            writer.writerow({**base, "metric": m, **_interval_fields(g.stats(m))})
+        table = g.per_class()
+        if table is not None:
+            for c, mean_value in enumerate(table["mean"]):
+                writer.writerow({**base, "metric": "per_class", "class_index": c,
+                                 "class_name": (table["class_names"] or [""] * len(table["mean"]))[c],
+                                 "train_count": table["train_counts"][c] if table["train_counts"] else "",
+                                 "n": table["n"][c], "mean": _csv_num(mean_value), "sd": _csv_num(table["sd"][c])})
+    for p in report.pairs:
+        base = {"section": "fcc_effect", **p.columns, "grouped_by": grouped_by, "differs": p.differs,
+                "seeds": _seeds(p.seeds), "with_groups": p.groups(0), "without_groups": p.groups(1)}
+        for m in METRICS:
+            writer.writerow({**base, "metric": m, **_interval_fields(p.difference(m))})
+    for r in report.runs:
+        base = {"section": "run", "group": r.group or "", "run": r.name, "path": str(r.path),
+                "state": "duplicate" if r.duplicate_of is not None else r.state,
+                "detail": f"same config and seed as {r.duplicate_of}" if r.duplicate_of is not None else r.detail,
+                **r.columns, "seeds": "" if r.seed is None else str(r.seed)}
+        if not r.metrics:
+            writer.writerow(base)
+        for m in METRICS:
+            if m in r.metrics:
+                writer.writerow({**base, "metric": m, "n": 1, "mean": _csv_num(r.metrics[m])})
+    return buf.getvalue()
+
+
+def _csv_num(v: float | None) -> str:
+    return "" if v is None else repr(float(v))
+
+
+def _interval_fields(i: Interval) -> dict[str, Any]:
+    return {"n": i.n, "mean": _csv_num(i.mean), "sd": _csv_num(i.sd), "ci_low": _csv_num(i.low),
+            "ci_high": _csv_num(i.high)}
+
+
+def report_data(report: Report) -> dict[str, Any]:
+    """The report as plain data (what --format json prints)."""
+    def run_entry(r: ReportRun) -> dict[str, Any]:
+        return {"run": r.name, "path": str(r.path), "state": r.state, "detail": r.detail, "counted": r.counted,
+                "duplicate_of": None if r.duplicate_of is None else str(r.duplicate_of), "seed": r.seed,
+                "group": r.group, "columns": r.columns, "metrics": r.metrics, "per_class": r.per_class}
+
+    return {
+        "format": "fcc-report/1",
+        "eval_file": report.eval_file,
+        "group_by": report.group_by,
+        "level": LEVEL,
+        "interval": "Student t over seeds (groups) or seed pairs (fcc_effect), df = n - 1; sd with n - 1",
+        "groups": [{"id": g.id, "columns": g.columns, "standard_columns": g.standard_columns(), "differs": g.differs,
+                    "n": len(g.runs), "seeds": g.seeds, "runs": [str(r.path) for r in g.runs],
+                    "metrics": {m: g.stats(m).as_dict() for m in METRICS}, "per_class": g.per_class()}
+                   for g in report.groups],
+        "fcc_effect": [{"columns": p.columns, "differs": p.differs, "with_groups": p.groups(0).split(", "),
+                        "without_groups": p.groups(1).split(", "), "n": len(p.pairs), "seeds": p.seeds,
+                        "pairs": [{"seed": w.seed, "with": str(w.path), "without": str(b.path)} for w, b in p.pairs],
+                        "metrics": {m: {**p.difference(m).as_dict(), "with_mean": p.side_mean(m, 0),
+                                        "without_mean": p.side_mean(m, 1)} for m in METRICS}}
+                       for p in report.pairs],
+        "runs": [run_entry(r) for r in report.runs],
+    }
+
+
+def render_json(report: Report) -> str:
+    return json.dumps(report_data(report), indent=2, allow_nan=False) + "\n"
+
+
+FORMATS = {"md": render_markdown, "markdown": render_markdown, "csv": render_csv, "json": render_json}
+
+
+def table(run_dirs: Sequence[str | Path], fmt: str = "md", eval_file: str = "eval.json",
+          group_by: str | None = None) -> str:
+    """`fcc report`: the report of ``run_dirs`` in ``fmt`` (md, csv or json)."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format: expected one of md, csv, json, got {fmt!r}")
+    return FORMATS[fmt](build_report(run_dirs, group_by, eval_file))
+
+
+def write_report_dir(report: Report, out: Path) -> list[Path]:
+    """report.md, report.csv and report.json in out (`fcc report --out` adds the figures: fcc_lt.experiments.plots)."""
+    from fcc_lt.util.files import atomic_write_text
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, expected a folder for the report")
+    written = []
+    for name, render in (("report.md", render_markdown), ("report.csv", render_csv), ("report.json", render_json)):
+        atomic_write_text(out / name, render(report))
+        written.append(out / name)
+    return written
