@@ -485,7 +485,7 @@ def test_config_validation_checks_drw_epoch_and_dive_base():
     cfg = load_config(None, ["loss.name=ldam", "loss.params.reweight=true", "loss.params.drw_start_epoch=160"])
     assert cfg.loss.params == {"reweight": True, "drw_start_epoch": 160}
     with pytest.raises(ConfigError, match=r"train\.epochs=200"):
-        LOSSES.get("cdt").check_epochs({"drw_start_epoch": 300}, 200, "loss.params")
+        load_config(None, ["loss.name=cdt", "loss.params.drw_start_epoch=300"])
 
 
 def test_drw_start_epoch_is_rescaled_with_a_shortened_schedule(tmp_path):
@@ -494,3 +494,22 @@ def test_drw_start_epoch_is_rescaled_with_a_shortened_schedule(tmp_path):
                     "loss: {name: balanced_softmax, params: {drw_start_epoch: 161}}\n")
     cfg = load_config(path, ["train.epochs=20"])
     assert cfg.loss.params["drw_start_epoch"] == 1 + round(160 * 20 / 200)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["loss.name=focal", "loss.params.gamma=-1"], "loss.params.gamma: expected a non-negative number, got -1.0"),
+    (["loss.name=focal", "loss.params.drw_start_epoch=5"],
+     "loss.params.drw_start_epoch: expected null unless loss.params.reweight is true"),
+    (["loss.name=dive", "distill.teacher=t", "loss.params.alpha=2"], "loss.params.alpha: expected a number in [0, 1]"),
+    (["loss.name=dive", "distill.teacher=t", "loss.params.base=cdt", "loss.params.base_params={gamma: -1}"],
+     "loss.params.base_params.gamma: expected a non-negative number"),
+    (["mix.name=remix", "mix.params.tau=2"], "mix.params.tau: expected a pixel share in [0, 1], got 2.0"),
+    (["sampler.name=reverse", "sampler.params.drs_start_epoch=0"],
+     "sampler.params.drs_start_epoch: expected the first active epoch (>= 1), got 0"),
+])
+def test_part_parameter_ranges_are_checked_with_the_config(overrides, message):
+    """One validation path: the ranges a part's constructor used to check only when it was built (after
+    the data was loaded, so `fcc config` called such a config valid) are checked with the config."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    assert message in str(err.value)

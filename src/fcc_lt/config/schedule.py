@@ -10,15 +10,46 @@ that was not itself given on the command line is rescaled to the new length: ``t
 ``train.warmup_epochs``, ``fcc.start_epoch`` and every part parameter whose name ends in
 ``start_epoch`` (deferred re-weighting / re-sampling). A first-active epoch s of an S-epoch schedule
 becomes 1 + round((s - 1) * E / S). The saved config shows the rescaled values.
+
+Start epochs are found (``start_epochs``) and range-checked (``check_start_epochs``) here only: the
+rescaling checks them against the schedule they were written for, validation against the run; a part
+declares such a parameter as ``FirstEpoch | None``, whose type says ">= 1".
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from fcc_lt.config.schema import Config, PartConfig
-from fcc_lt.util.errors import ConfigError
+from fcc_lt.util.errors import ConfigError, require
+from fcc_lt.util.typecheck import Range
+
+# The type of a part's *start_epoch parameter: a first active epoch (the upper bound, train.epochs, is
+# checked with the whole config by check_start_epochs).
+FirstEpoch = Annotated[int, Range("the first active epoch (>= 1)", low=1)]
+
+PART_SECTIONS = ("loss", "sampler", "mix")
+
+
+def start_epochs(cfg: Config) -> dict[str, int]:
+    """Every first-active-epoch key of ``cfg`` and its value: ``fcc.start_epoch`` and each part parameter
+    whose name ends in ``start_epoch`` and that holds an integer (null: from the start)."""
+    found = {"fcc.start_epoch": cfg.fcc.start_epoch}
+    for section in PART_SECTIONS:
+        part: PartConfig = getattr(cfg, section)
+        for name, value in part.params.items():
+            if name.endswith("start_epoch") and isinstance(value, int) and not isinstance(value, bool):
+                found[f"{section}.params.{name}"] = value
+    return found
+
+
+def check_start_epochs(cfg: Config) -> None:
+    """Each start epoch names an epoch of the run: in [1, train.epochs]."""
+    epochs = cfg.train.epochs
+    for key, value in start_epochs(cfg).items():
+        nullable = ", or null" if key != "fcc.start_epoch" else ""
+        require(1 <= value <= epochs, key, f"the first active epoch, in [1, train.epochs={epochs}]{nullable}", value)
 
 
 def _schedule_length(raw: Mapping[str, Any]) -> Any:
@@ -50,10 +81,9 @@ def rescale_schedule(cfg: Config, keep: set[str] = frozenset()) -> dict[str, tup
             return value
         # Checked against the schedule the value was written for, before rescaling: clamping would
         # otherwise turn a start epoch past the end (or a 0) into a valid one silently.
-        if not all(low <= v <= old for v in (value if isinstance(value, list) else [value])):
-            raise ConfigError(f"{key}: expected {'epochs' if isinstance(value, list) else 'an epoch'} in "
-                              f"[{low}, {old}] of the {old}-epoch schedule it is written for "
-                              f"(train.schedule_epochs), got {value!r}")
+        require(all(low <= v <= old for v in (value if isinstance(value, list) else [value])), key,
+                f"{'epochs' if isinstance(value, list) else 'an epoch'} in [{low}, {old}] of the {old}-epoch "
+                "schedule it is written for (train.schedule_epochs)", value)
         scaled = [scale(v) for v in value] if isinstance(value, list) else scale(value)
         if value != scaled:
             changed[key] = (value, scaled)
@@ -66,16 +96,17 @@ def rescale_schedule(cfg: Config, keep: set[str] = frozenset()) -> dict[str, tup
     t.milestones = update("train.milestones", t.milestones, 1, first_epoch)
     t.warmup_epochs = update("train.warmup_epochs", t.warmup_epochs, 0,
                              lambda w: (2 * w * new + old) // (2 * old))  # round(w * new / old), halves up
-    starts = {"fcc.start_epoch": cfg.fcc.start_epoch} if cfg.fcc.enabled else {}
-    cfg.fcc.start_epoch = update("fcc.start_epoch", cfg.fcc.start_epoch, 1, first_epoch)
-    if cfg.fcc.enabled:
-        starts["fcc.start_epoch"] = (starts["fcc.start_epoch"], cfg.fcc.start_epoch)
-    for section in ("loss", "sampler", "mix"):
-        part: PartConfig = getattr(cfg, section)
-        for name, value in list(part.params.items()):
-            if name.endswith("start_epoch") and isinstance(value, int) and not isinstance(value, bool):
-                part.params[name] = update(f"{section}.params.{name}", value, 1, first_epoch)
-                starts[f"{section}.params.{name}"] = (value, part.params[name])
+    starts: dict[str, tuple[int, int]] = {}  # start epochs that act: (before, after), for the warnings
+    for key, value in start_epochs(cfg).items():
+        scaled = update(key, value, 1, first_epoch)
+        if key == "fcc.start_epoch":
+            cfg.fcc.start_epoch = scaled
+            if not cfg.fcc.enabled:
+                continue
+        else:
+            section, _, name = key.split(".")
+            getattr(cfg, section).params[name] = scaled
+        starts[key] = (value, scaled)
     if t.scheduler == "multistep":
         _warn_short_schedule(milestones, t.milestones, starts, old, new)
     t.schedule_epochs = new

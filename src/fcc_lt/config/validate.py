@@ -8,60 +8,55 @@ constructors' signatures, through ``fcc_lt.util.registry``), all before any data
 from __future__ import annotations
 
 import re
-from typing import Any
 
+from fcc_lt.config.schedule import PART_SECTIONS, check_start_epochs
 from fcc_lt.config.schema import Config, DataConfig, PartConfig
 from fcc_lt.util.argtypes import DEVICE_PATTERN
-from fcc_lt.util.errors import ConfigError
-
-
-def _require(ok: bool, key: str, expected: str, value: Any) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+from fcc_lt.util.errors import ConfigError, require
 
 
 def validate(cfg: Config) -> None:
     """Range and consistency checks a type cannot express; raises ConfigError naming the key."""
     t, d, f = cfg.train, cfg.data, cfg.fcc
-    _require(cfg.seed >= 0, "seed", "a non-negative integer", cfg.seed)
-    _require(
+    require(cfg.seed >= 0, "seed", "a non-negative integer", cfg.seed)
+    require(
         bool(re.fullmatch(DEVICE_PATTERN, cfg.device)),
         "device", "auto, cpu, cuda or cuda:N", cfg.device,
     )
     if cfg.device == "mps":
         raise ConfigError("device: 'mps' is not supported: the samplers, mixers and losses compute in float64 on the "
                           "training device, which Apple's MPS backend cannot do; use cpu (or a CUDA machine)")
-    _require(d.imbalance_factor >= 1, "data.imbalance_factor", "a number >= 1", d.imbalance_factor)
-    _require(0 <= d.subset_seed < 2**32, "data.subset_seed", "an integer in [0, 2**32)", d.subset_seed)
-    _require(d.val_per_class >= 0, "data.val_per_class", "a non-negative integer", d.val_per_class)
+    require(d.imbalance_factor >= 1, "data.imbalance_factor", "a number >= 1", d.imbalance_factor)
+    require(0 <= d.subset_seed < 2**32, "data.subset_seed", "an integer in [0, 2**32)", d.subset_seed)
+    require(d.val_per_class >= 0, "data.val_per_class", "a non-negative integer", d.val_per_class)
     _validate_image_data(d)
-    _require(t.epochs >= 1, "train.epochs", "an integer >= 1", t.epochs)
-    _require(t.batch_size >= 1, "train.batch_size", "an integer >= 1", t.batch_size)
-    _require(t.lr > 0, "train.lr", "a positive number", t.lr)
-    _require(0 <= t.momentum < 1, "train.momentum", "a number in [0, 1)", t.momentum)
-    _require(t.weight_decay >= 0, "train.weight_decay", "a non-negative number", t.weight_decay)
-    _require(0 < t.lr_factor <= 1, "train.lr_factor", "a number in (0, 1]", t.lr_factor)
-    _require(0 <= t.warmup_epochs <= t.epochs, "train.warmup_epochs", f"an integer in [0, {t.epochs}]",
+    require(t.epochs >= 1, "train.epochs", "an integer >= 1", t.epochs)
+    require(t.batch_size >= 1, "train.batch_size", "an integer >= 1", t.batch_size)
+    require(t.lr > 0, "train.lr", "a positive number", t.lr)
+    require(0 <= t.momentum < 1, "train.momentum", "a number in [0, 1)", t.momentum)
+    require(t.weight_decay >= 0, "train.weight_decay", "a non-negative number", t.weight_decay)
+    require(0 < t.lr_factor <= 1, "train.lr_factor", "a number in (0, 1]", t.lr_factor)
+    require(0 <= t.warmup_epochs <= t.epochs, "train.warmup_epochs", f"an integer in [0, {t.epochs}]",
              t.warmup_epochs)
-    _require(0 < t.warmup_start_factor <= 1, "train.warmup_start_factor", "a number in (0, 1]",
+    require(0 < t.warmup_start_factor <= 1, "train.warmup_start_factor", "a number in (0, 1]",
              t.warmup_start_factor)
-    _require(0 <= t.min_lr < t.lr, "train.min_lr", "a number in [0, train.lr)", t.min_lr)
-    _require(list(t.milestones) == sorted(t.milestones), "train.milestones",
+    require(0 <= t.min_lr < t.lr, "train.min_lr", "a number in [0, train.lr)", t.min_lr)
+    require(list(t.milestones) == sorted(t.milestones), "train.milestones",
              "epochs in increasing order", t.milestones)
-    _require(all(1 <= m <= t.epochs for m in t.milestones), "train.milestones",
+    require(all(1 <= m <= t.epochs for m in t.milestones), "train.milestones",
              f"epochs in [1, {t.epochs}]", t.milestones)
-    _require(t.grad_accum_steps >= 1, "train.grad_accum_steps", "an integer >= 1", t.grad_accum_steps)
-    _require(t.batch_size % t.grad_accum_steps == 0, "train.grad_accum_steps",
+    require(t.grad_accum_steps >= 1, "train.grad_accum_steps", "an integer >= 1", t.grad_accum_steps)
+    require(t.batch_size % t.grad_accum_steps == 0, "train.grad_accum_steps",
              f"a divisor of train.batch_size ({t.batch_size})", t.grad_accum_steps)
-    _require(t.eval_every >= 1, "train.eval_every", "an integer >= 1", t.eval_every)
-    _require(t.log_every >= 1, "train.log_every", "an integer >= 1", t.log_every)
-    _require(t.max_nonfinite_steps >= 0, "train.max_nonfinite_steps", "a non-negative integer",
+    require(t.eval_every >= 1, "train.eval_every", "an integer >= 1", t.eval_every)
+    require(t.log_every >= 1, "train.log_every", "an integer >= 1", t.log_every)
+    require(t.max_nonfinite_steps >= 0, "train.max_nonfinite_steps", "a non-negative integer",
              t.max_nonfinite_steps)
     if t.tracker_uri is not None and t.tracker != "mlflow":
         raise ConfigError(f"train.tracker_uri: an MLflow tracking URI, but train.tracker is {t.tracker!r}; set "
                           "train.tracker=mlflow or remove it")
-    _require(bool(t.tracker_project.strip()), "train.tracker_project", "a non-empty name", t.tracker_project)
-    _require(t.max_steps_per_epoch is None or t.max_steps_per_epoch >= 1, "train.max_steps_per_epoch",
+    require(bool(t.tracker_project.strip()), "train.tracker_project", "a non-empty name", t.tracker_project)
+    require(t.max_steps_per_epoch is None or t.max_steps_per_epoch >= 1, "train.max_steps_per_epoch",
              "null or an integer >= 1", t.max_steps_per_epoch)
     if t.compile == "off" and t.compile_mode != "auto":
         raise ConfigError(f"train.compile_mode: {t.compile_mode} does nothing with train.compile=off; remove it, "
@@ -77,40 +72,38 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.val_per_class: holds out images of CIFAR's training set; dataset {d.dataset!r} "
                           "takes its validation split from " +
                           ("data.val_json" if d.dataset == "json" else "a val/ folder next to train/ and test/"))
-    _require(f.gamma >= 0, "fcc.gamma", "a non-negative number", f.gamma)
-    _require(1 <= f.start_epoch <= t.epochs, "fcc.start_epoch",
-             f"the first active epoch, in [1, train.epochs={t.epochs}]", f.start_epoch)
-    _require(f.round_decimals is None or 0 <= f.round_decimals <= 8, "fcc.round_decimals",
+    require(f.gamma >= 0, "fcc.gamma", "a non-negative number", f.gamma)
+    require(f.round_decimals is None or 0 <= f.round_decimals <= 8, "fcc.round_decimals",
              "null or an integer in [0, 8]", f.round_decimals)
     e = cfg.eval
-    _require(e.batch_size >= 1, "eval.batch_size", "an integer >= 1", e.batch_size)
-    _require(e.max_batches is None or e.max_batches >= 1, "eval.max_batches", "null or an integer >= 1",
+    require(e.batch_size >= 1, "eval.batch_size", "an integer >= 1", e.batch_size)
+    require(e.max_batches is None or e.max_batches >= 1, "eval.max_batches", "null or an integer >= 1",
              e.max_batches)
-    _require(e.tau_norm is None or e.tau_norm >= 0, "eval.tau_norm", "null or a non-negative number", e.tau_norm)
-    _require(0 <= e.few_shot_max < e.many_shot_min, "eval.few_shot_max",
+    require(e.tau_norm is None or e.tau_norm >= 0, "eval.tau_norm", "null or a non-negative number", e.tau_norm)
+    require(0 <= e.few_shot_max < e.many_shot_min, "eval.few_shot_max",
              "a non-negative integer below eval.many_shot_min", e.few_shot_max)
     _validate_parts(cfg)
 
 
 def _validate_image_data(d: DataConfig) -> None:
     """Keys of the image-file datasets (json, image_folder)."""
-    _require(8 <= d.image_size <= 4096, "data.image_size", "an integer in [8, 4096] (pixels)", d.image_size)
-    _require(0 < d.test_crop_ratio <= 1, "data.test_crop_ratio", "a number in (0, 1]", d.test_crop_ratio)
-    _require(len(d.rrc_scale) == 2 and 0 < d.rrc_scale[0] <= d.rrc_scale[1] <= 1, "data.rrc_scale",
+    require(8 <= d.image_size <= 4096, "data.image_size", "an integer in [8, 4096] (pixels)", d.image_size)
+    require(0 < d.test_crop_ratio <= 1, "data.test_crop_ratio", "a number in (0, 1]", d.test_crop_ratio)
+    require(len(d.rrc_scale) == 2 and 0 < d.rrc_scale[0] <= d.rrc_scale[1] <= 1, "data.rrc_scale",
              "[min, max] area fractions with 0 < min <= max <= 1", d.rrc_scale)
-    _require(len(d.rrc_ratio) == 2 and 0 < d.rrc_ratio[0] <= d.rrc_ratio[1], "data.rrc_ratio",
+    require(len(d.rrc_ratio) == 2 and 0 < d.rrc_ratio[0] <= d.rrc_ratio[1], "data.rrc_ratio",
              "[min, max] aspect ratios with 0 < min <= max", d.rrc_ratio)
-    _require(0 <= d.color_jitter < 1, "data.color_jitter", "a number in [0, 1)", d.color_jitter)
+    require(0 <= d.color_jitter < 1, "data.color_jitter", "a number in [0, 1)", d.color_jitter)
     for key, value in (("data.mean", d.mean), ("data.std", d.std)):
-        _require(value is None or len(value) == 3, key, "null or three numbers (R, G, B)", value)
-    _require(d.std is None or all(s > 0 for s in d.std), "data.std", "positive numbers", d.std)
-    _require(d.preload_max_mb >= 0, "data.preload_max_mb", "a non-negative integer (MiB)", d.preload_max_mb)
-    _require(d.workers is None or d.workers >= 0, "data.workers", "null (automatic) or an integer >= 0",
+        require(value is None or len(value) == 3, key, "null or three numbers (R, G, B)", value)
+    require(d.std is None or all(s > 0 for s in d.std), "data.std", "positive numbers", d.std)
+    require(d.preload_max_mb >= 0, "data.preload_max_mb", "a non-negative integer (MiB)", d.preload_max_mb)
+    require(d.workers is None or d.workers >= 0, "data.workers", "null (automatic) or an integer >= 0",
              d.workers)
-    _require(d.prefetch >= 1, "data.prefetch", "an integer >= 1", d.prefetch)
+    require(d.prefetch >= 1, "data.prefetch", "an integer >= 1", d.prefetch)
     if d.dataset == "json":
         for key in ("train_json", "test_json"):
-            _require(bool(getattr(d, key)), f"data.{key}", "an annotation file (dataset 'json' needs "
+            require(bool(getattr(d, key)), f"data.{key}", "an annotation file (dataset 'json' needs "
                      "data.train_json and data.test_json)", getattr(d, key))
 
 
@@ -124,17 +117,14 @@ def _validate_parts(cfg: Config) -> None:
     if cfg.eval.tau_norm is not None and not hasattr(HEADS.get(cfg.model.head), "tau_normalized"):
         raise ConfigError(f"eval.tau_norm: model.head {cfg.model.head!r} cannot be tau-normalised; "
                           "it rescales the rows of a linear classifier (model.head: linear)")
-    for section, registry in (("loss", LOSSES), ("sampler", SAMPLERS), ("mix", MIXERS)):
+    for section, registry in zip(PART_SECTIONS, (LOSSES, SAMPLERS, MIXERS), strict=True):
         part: PartConfig = getattr(cfg, section)
         registry.get(part.name, f"{section}.name")
-        part.params = registry.check_params(part.name, part.params, f"{section}.params")
-        for name, value in part.params.items():  # the *start_epoch convention: a first active epoch
-            if name.endswith("start_epoch") and isinstance(value, int) and not isinstance(value, bool):
-                _require(1 <= value <= cfg.train.epochs, f"{section}.params.{name}",
-                         f"the first active epoch, in [1, train.epochs={cfg.train.epochs}], or null", value)
-        check_epochs = getattr(registry.get(part.name), "check_epochs", None)
-        if check_epochs is not None:
-            check_epochs(part.params, cfg.train.epochs, f"{section}.params")
+        part.params = registry.check_params(part.name, part.params, f"{section}.params", rules=False)
+    check_start_epochs(cfg)
+    for section, registry in zip(PART_SECTIONS, (LOSSES, SAMPLERS, MIXERS), strict=True):
+        part = getattr(cfg, section)
+        registry.check_rules(part.name, part.params, f"{section}.params")
     needs_teacher = getattr(LOSSES.get(cfg.loss.name), "needs_teacher", False)
     if cfg.distill.teacher and not needs_teacher:
         raise ConfigError(f"distill.teacher: loss {cfg.loss.name!r} does not use a teacher, so its forward pass "

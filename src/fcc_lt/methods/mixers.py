@@ -16,13 +16,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from fcc_lt.util.errors import ConfigError
 from fcc_lt.util.registry import MIXERS
+from fcc_lt.util.typecheck import Range
 
 Location = Literal["stage1", "stage2", "stage3", "stage4", "pool", "logits"]
 
@@ -129,10 +130,10 @@ class Mixer:
         return MixedBatch(images, labels)
 
 
-def _check_alpha(alpha: float) -> None:
-    if not (alpha > 0 and math.isfinite(alpha)):
-        raise ConfigError(f"mix.params.alpha: expected a finite number > 0 (the Beta(alpha, alpha) "
-                          f"parameter), got {alpha}")
+# The parameters' ranges, checked by the registry with their types (MIXERS.check_params).
+Alpha = Annotated[float, Range("a finite number > 0 (the Beta(alpha, alpha) parameter)", low=0, low_open=True)]
+Kappa = Annotated[float, Range("a count ratio > 0", low=0, low_open=True)]
+PixelShare = Annotated[float, Range("a pixel share in [0, 1]", low=0, high=1)]
 
 
 def _draw_lambda(alpha: float, generator: torch.Generator, device: torch.device) -> Tensor:
@@ -152,9 +153,8 @@ def _mix_images(images: Tensor, perm: Tensor, lam: Tensor) -> Tensor:
 class BetaMixer(Mixer):
     """A mixer with one lambda ~ Beta(alpha, alpha) per batch (every mixer but the identity)."""
 
-    def __init__(self, class_counts: Sequence[int], *, alpha: float = 1.0) -> None:
+    def __init__(self, class_counts: Sequence[int], *, alpha: Alpha = 1.0) -> None:
         super().__init__(class_counts)
-        _check_alpha(alpha)
         self.alpha = alpha
 
     def draw_pairing(self, labels: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -186,7 +186,7 @@ class ManifoldMixup(BetaMixer):
     ``pool`` mixes the pooled (FCC-scaled) features, ``logits`` the head's output.
     """
 
-    def __init__(self, class_counts: Sequence[int], *, alpha: float = 1.0, location: Location = "pool") -> None:
+    def __init__(self, class_counts: Sequence[int], *, alpha: Alpha = 1.0, location: Location = "pool") -> None:
         super().__init__(class_counts, alpha=alpha)
         self.location = location
 
@@ -235,13 +235,9 @@ class Remix(BetaMixer):
     two labels' FCC factors.
     """
 
-    def __init__(self, class_counts: Sequence[int], *, alpha: float = 1.0, kappa: float = 3.0,
-                 tau: float = 0.5, reproduce_original: bool = False) -> None:
+    def __init__(self, class_counts: Sequence[int], *, alpha: Alpha = 1.0, kappa: Kappa = 3.0,
+                 tau: PixelShare = 0.5, reproduce_original: bool = False) -> None:
         super().__init__(class_counts, alpha=alpha)
-        if not kappa > 0:
-            raise ConfigError(f"mix.params.kappa: expected a count ratio > 0, got {kappa}")
-        if not 0 <= tau <= 1:
-            raise ConfigError(f"mix.params.tau: expected a pixel share in [0, 1], got {tau}")
         self.kappa, self.tau = kappa, tau
         self.reproduce_original = reproduce_original
         self._counts = torch.as_tensor(self.class_counts, dtype=torch.float64)
@@ -304,7 +300,7 @@ class BilateralMix(BetaMixer):
     draws the same global reverse batch and keeps its share, as for the main stream.
     """
 
-    def __init__(self, class_counts: Sequence[int], *, alpha: float = 1.0) -> None:
+    def __init__(self, class_counts: Sequence[int], *, alpha: Alpha = 1.0) -> None:
         super().__init__(class_counts, alpha=alpha)
         self.source: BatchSource | None = None
 

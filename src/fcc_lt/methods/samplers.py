@@ -12,14 +12,10 @@ image once per epoch (instance sampling) before epoch S and re-samples from epoc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from torch import Tensor
 
-from fcc_lt.config.schedule import is_active
-from fcc_lt.util.errors import ConfigError
+from fcc_lt.config.schedule import FirstEpoch, is_active
 from fcc_lt.util.registry import SAMPLERS
 
 
@@ -85,23 +81,12 @@ class ReSampler(Sampler):
     """
 
     def __init__(self, labels: Tensor, num_classes: int, epochs: int | None = None, *,
-                 drs_start_epoch: int | None = None) -> None:
+                 drs_start_epoch: FirstEpoch | None = None) -> None:
         super().__init__(labels, num_classes, epochs)
-        if drs_start_epoch is not None and drs_start_epoch < 1:
-            raise ConfigError(f"sampler.params.drs_start_epoch: expected the first re-sampled epoch (>= 1) "
-                              f"or null, got {drs_start_epoch}")
         self.drs_start_epoch = drs_start_epoch
         self.draw = ClassDraw(labels, num_classes)
         self.counts64 = self.draw.counts.double()
         self.present = self.draw.present
-
-    @staticmethod
-    def check_epochs(params: Mapping[str, Any], epochs: int, where: str) -> None:
-        """Called by config validation: the DRS switch must fall inside the run."""
-        start = params.get("drs_start_epoch")
-        if start is not None and not 1 <= start <= epochs:
-            raise ConfigError(f"{where}.drs_start_epoch: expected the first re-sampled epoch in "
-                              f"[1, train.epochs={epochs}] or null, got {start}")
 
     def resampling(self, epoch: int) -> bool:
         """Whether ``epoch`` (1-based) is re-sampled (False: instance sampling before the DRS switch)."""
@@ -142,7 +127,7 @@ class ProgressiveSampler(ReSampler):
     """
 
     def __init__(self, labels: Tensor, num_classes: int, epochs: int | None = None, *,
-                 drs_start_epoch: int | None = None) -> None:
+                 drs_start_epoch: FirstEpoch | None = None) -> None:
         super().__init__(labels, num_classes, epochs, drs_start_epoch=drs_start_epoch)
         if epochs is None or epochs < 1:
             raise ValueError("the progressive sampler needs the run's number of epochs (train.epochs)")

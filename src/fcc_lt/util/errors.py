@@ -44,6 +44,12 @@ class OutputError(FccError):
     """The run directory cannot be written (permissions, full disk); names the path."""
 
 
+def require(ok: bool, key: str, expected: str, value: Any) -> None:
+    """The one form of a range check: unless ``ok``, a ConfigError "KEY: expected WHAT, got VALUE"."""
+    if not ok:
+        raise ConfigError(f"{key}: expected {expected}, got {short_repr(value)}")
+
+
 def format_size(num_bytes: float) -> str:
     """A byte count for messages: '512 bytes', '44 KiB', '3.2 MiB', '1.5 GiB' (never '0.0 MiB').
 

@@ -4,7 +4,12 @@ datasets).
 A part's constructor takes what the framework supplies as positional arguments (class counts, feature
 size, ...) and its user-tunable parameters as keyword-only arguments with type hints. That split lets
 the registry validate a config's ``params`` mapping against the signature (unknown names, wrong types,
-missing values) before any data is loaded, and lets `fcc configs`/docs list every parameter.
+missing values, and ranges written as ``Annotated[float, Range(...)]``) before any data is loaded, and lets
+`fcc configs`/docs list every parameter. Rules between parameters (one needs another) are a part's
+classmethod ``validate_params(params, where)``, given every parameter with its default filled in.
+
+``check_params`` is the one validation path of a part's parameters: config validation calls it, and so does
+``build``; the constructors trust what they are given.
 """
 
 from __future__ import annotations
@@ -88,15 +93,16 @@ class Registry(Generic[T]):
         """The keyword-only (user-tunable) parameters of ``name``'s constructor."""
         ctor = self.get(name)
         target = ctor.__init__ if inspect.isclass(ctor) else ctor
-        hints = typing.get_type_hints(target)
+        hints = typing.get_type_hints(target, include_extras=True)
         out = []
         for p in inspect.signature(ctor).parameters.values():
             if p.kind is inspect.Parameter.KEYWORD_ONLY:
                 out.append(Param(p.name, hints.get(p.name, Any), p.default))
         return out
 
-    def check_params(self, name: str, params: Mapping[str, Any], where: str) -> dict[str, Any]:
-        """Validate and coerce ``params`` for ``name``; errors name ``where.<key>``."""
+    def check_params(self, name: str, params: Mapping[str, Any], where: str, rules: bool = True) -> dict[str, Any]:
+        """Validate and coerce ``params`` for ``name``; errors name ``where.<key>``. ``rules``: also the part's
+        rules between parameters (``check_rules``)."""
         self.get(name, where)
         known = {p.name: p for p in self.params(name)}
         if not isinstance(params, Mapping):
@@ -114,7 +120,17 @@ class Registry(Generic[T]):
         missing = [p.name for p in known.values() if p.required and p.name not in out]
         if missing:
             raise ConfigError(f"{where}: {self.kind} {name!r} needs {', '.join(missing)}")
+        if rules:
+            self.check_rules(name, out, where)
         return out
+
+    def check_rules(self, name: str, params: Mapping[str, Any], where: str) -> None:
+        """The part's own rules between its (checked) parameters: its classmethod ``validate_params``, given
+        every parameter with the defaults filled in."""
+        rules = getattr(self.get(name), "validate_params", None)
+        if rules is not None:
+            defaults = {p.name: p.default for p in self.params(name) if not p.required}
+            rules({**defaults, **params}, where)
 
     def build(self, name: str, params: Mapping[str, Any], where: str, *args: Any) -> Any:
         """Construct ``name`` with framework arguments ``args`` and validated user ``params``."""

@@ -10,7 +10,8 @@ import math
 import types
 import typing
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Literal, Union
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union
 
 from fcc_lt.util.errors import ConfigError, format_size, short_repr
 
@@ -23,6 +24,41 @@ MAX_CONFIG_DEPTH = 64
 _END = object()
 
 
+class RangeError(ConfigError):
+    """A value of the right type outside its range: a union of types reports it as it is, instead of
+    trying the other types of the union."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The range of a number, as metadata of ``Annotated[float, Range(...)]`` in a part's signature, so that
+    the registry checks it with the type, before any part is built, with the message ``expected {text}``.
+
+    ``low``/``high`` are inclusive bounds unless ``low_open``/``high_open``; ``finite`` refuses inf and nan.
+    """
+
+    text: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        if isinstance(value, float) and math.isnan(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+
+
+def _range_of(annotation: Any) -> tuple[Any, Range | None]:
+    """(the type, its Range) of ``Annotated[type, Range(...)]``; (annotation, None) for anything else."""
+    if typing.get_origin(annotation) is Annotated:
+        base, *extras = typing.get_args(annotation)
+        return base, next((e for e in extras if isinstance(e, Range)), None)
+    return annotation, None
+
+
 def suggest(name: str, options: Iterable[str]) -> str:
     """'; did you mean X?' for the closest option, or '' when nothing is close."""
     match = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.6)
@@ -30,6 +66,10 @@ def suggest(name: str, options: Iterable[str]) -> str:
 
 
 def describe(annotation: Any) -> str:
+    base, bounds = _range_of(annotation)
+    if bounds is not None:
+        return bounds.text
+    annotation = base
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if annotation is type(None):
@@ -58,6 +98,12 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
     such as ``2e-4`` (which PyYAML reads as a string because it lacks a decimal point). The message of
     a wrong value is built only when it is raised, with a bounded repr of the value.
     """
+    annotation, bounds = _range_of(annotation)
+    if bounds is not None:
+        out = coerce(value, annotation, key)
+        if not bounds.holds(out):
+            raise RangeError(f"{key}: expected {bounds.text}, got {short_repr(out)}")
+        return out
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
 
@@ -74,6 +120,8 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
                 continue
             try:
                 return coerce(value, arg, key)
+            except RangeError:
+                raise
             except ConfigError:
                 continue
         raise bad()
