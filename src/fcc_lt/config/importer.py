@@ -13,7 +13,6 @@ generation configs (a command here: the error gives it) and combiners that do no
 
 from __future__ import annotations
 
-import ast
 import copy
 from pathlib import Path
 from typing import Any
@@ -21,183 +20,35 @@ from typing import Any
 import yaml
 
 from fcc_lt.config.load import deep_merge, from_dict, parse_yaml
+from fcc_lt.config.original import (
+    BACKBONES,
+    DATASETS,
+    DRW_IGNORED,
+    JSON_DATASETS,
+    LOCATIONS,
+    LOSS_TYPES,
+    MIXERS,
+    NO_EFFECT,
+    ORIGINAL_DEFAULTS,
+    SAMPLERS,
+    TEST_OPS,
+    Reader,
+    check_known,
+    flat,
+    literal,
+)
 from fcc_lt.config.validate import validate
 from fcc_lt.util.errors import ConfigError
 from fcc_lt.util.files import read_input_text
 
-# The original's defaults (lib/config/default.py of the FCC code; bag-of-tricks has the same without the
-# FCC node): what an unset key means there.
-ORIGINAL_DEFAULTS: dict[str, Any] = {
-    "NAME": "default", "OUTPUT_DIR": "/home/cifar10/output", "VALID_STEP": 5, "SAVE_STEP": 5, "SHOW_STEP": 20,
-    "PIN_MEMORY": True, "INPUT_SIZE": (224, 224), "COLOR_SPACE": "RGB", "RESUME_MODEL": "", "RESUME_MODE": "all",
-    "EVAL_MODE": False,
-    "DATASET": {
-        "GENERATE_CAM_BASED_DATASET": False, "USE_CAM_BASED_DATASET": False, "CAM_DATA_JSON_SAVE_PATH": "",
-        "CAM_DATA_SAVE_PATH": "", "CAM_NUMBER_THRES": 0, "DATASET": "IMBALANCEDCIFAR10",
-        "ROOT": "/home/cifar10/data", "TRAIN_JSON": "", "VALID_JSON": "",
-        "IMBALANCECIFAR": {"RATIO": 0.01, "RANDOM_SEED": 0},
-    },
-    "NETWORK": {"PRETRAINED": False, "PRETRAINED_MODEL": ""},
-    "BACKBONE": {"TYPE": "res50", "FREEZE": False, "PRETRAINED_MODEL": ""},
-    "MODULE": {"TYPE": "GAP"},
-    "CLASSIFIER": {"TYPE": "FC", "BIAS": True},
-    "LOSS": {
-        "LOSS_TYPE": "CrossEntropy",
-        "CostSensitiveCE": {"GAMMA": 1.0},
-        "ClassBalanceCE": {"BETA": 0.999},
-        "ClassBalanceFocal": {"BETA": 0.999, "GAMMA": 0.5},
-        "CrossEntropyLabelSmooth": {"EPSILON": 0.1},
-        "CrossEntropyLabelAwareSmooth": {"SMOOTH_HEAD": 0.4, "SMOOTH_TAIL": 0.1, "SHAPE": "concave"},
-        "FocalLoss": {"GAMMA": 2.0},
-        "LDAMLoss": {"SCALE": 30.0, "MAX_MARGIN": 0.5},
-        "CDT": {"GAMMA": 0.2},
-        "SEQL": {"GAMMA": 0.9, "LAMBDA": 0.005},
-        "InfluenceBalancedLoss": {"ALPHA": 1000.0},
-        "DiVEKLD": {"POWER_NORM": False, "POWER": 0.5, "TEMPERATURE": 3.0, "ALPHA": 0.5, "BASELOSS": "BSCE"},
-    },
-    "TRAIN": {
-        "BATCH_SIZE": 32, "MAX_EPOCH": 60, "SHUFFLE": True, "NUM_WORKERS": 8, "TENSORBOARD": {"ENABLE": True},
-        "COMBINER": {"TYPE": "default", "ALPHA": 1.0, "MANIFOLD_MIX_UP": {"LOCATION": "pool"},
-                     "REMIX": {"KAPPA": 3.0, "TAU": 0.5}, "DIVE": {"TEACHER_MODEL": ""}},
-        "TWO_STAGE": {"DRW": False, "DRS": False, "START_EPOCH": 1},
-        "SAMPLER": {"TYPE": "default", "WEIGHTED_SAMPLER": {"TYPE": "balance"}, "BBN_SAMPLER": {"TYPE": "reverse"}},
-        "OPTIMIZER": {"TYPE": "SGD", "BASE_LR": 0.001, "MOMENTUM": 0.9, "WEIGHT_DECAY": 1e-4},
-        "LR_SCHEDULER": {"TYPE": "multistep", "LR_STEP": [40, 50], "LR_FACTOR": 0.1, "WARM_EPOCH": 5,
-                         "COSINE_DECAY_END": 0},
-        "DISTRIBUTED": False, "APEX": True, "SYNCBN": False,
-    },
-    "TEST": {"BATCH_SIZE": 32, "NUM_WORKERS": 8, "MODEL_FILE": "", "TAU_NORM": {"USE_TAU_NORM": False, "TAU": 1.0}},
-    "TRANSFORMS": {
-        "TRAIN_TRANSFORMS": ("random_resized_crop", "random_horizontal_flip"),
-        "TEST_TRANSFORMS": ("shorter_resize_for_crop", "center_crop"),
-        "PROCESS_DETAIL": {"RANDOM_CROP": {"PADDING": 4},
-                           "RANDOM_RESIZED_CROP": {"SCALE": (0.08, 1.0), "RATIO": (0.75, 1.333333333)}},
-    },
-    "FCC": {"WORK": False, "START_EPOCH": 50, "GAMMA": 0.5, "C_TYPE": "edc", "RATIO": 0.0, "DELTA": 0.9,
-            "ALPHA": 0.99, "BELTA": 2.0},
-}
 
-# Keys that never change what fcc does, whatever their value, and why.
-NO_EFFECT = {
-    "SAVE_STEP": "fcc writes checkpoints/last.pt every epoch",
-    "SHOW_STEP": "fcc logs every train.log_every steps",
-    "PIN_MEMORY": "always on for GPU image loading",
-    "RESUME_MODEL": "resume a stopped fcc run with fcc train --resume RUN",
-    "RESUME_MODE": "fcc train --resume restores everything",
-    "DATASET.ROOT": "the original ignored it (CIFAR came from ./dataset/cifar; JSON fpaths are used as written)",
-    "DATASET.CAM_DATA_SAVE_PATH": "where the original's CAM generation wrote images (fcc data cam-generate --out)",
-    "DATASET.CAM_NUMBER_THRES": "used by CAM generation only (fcc data cam-generate --cap)",
-    "MODULE.TYPE": "fcc always pools globally, as the original's 'GAP'",
-    "TRAIN.NUM_WORKERS": "see data.workers",
-    "TRAIN.TENSORBOARD.ENABLE": "see train.tensorboard",
-    "TRAIN.APEX": "fcc uses native autocast (train.amp), not apex",
-    "TRAIN.SYNCBN": "the original used SyncBN whenever TRAIN.DISTRIBUTED, whatever this key; see train.sync_bn",
-    "TEST.NUM_WORKERS": "see data.workers",
-    "TEST.MODEL_FILE": "read by the original's valid.py only; use fcc eval RUN --checkpoint last|best|FILE",
-    "FCC.C_TYPE": "'edc' (equal-difference) is FCC's only compression, the one fcc implements",
-    "FCC.RATIO": "never read by the original", "FCC.DELTA": "never read by the original",
-    "FCC.ALPHA": "never read by the original", "FCC.BELTA": "never read by the original",
-}
-
-DATASETS = {"IMBALANCECIFAR10": "cifar10", "IMBALANCEDCIFAR10": "cifar10", "IMBALANCECIFAR100": "cifar100"}
-JSON_DATASETS = {"iNaturalist", "ImageNet", "CIFAR"}
-BACKBONES = {"res32_cifar": "resnet32", "res50": "resnet50", "res10": "resnet10", "resnext50": "resnext50_32x4d"}
-SAMPLERS = {"balance": "class_balanced", "square": "square_root", "progressive": "progressive"}
-LOCATIONS = {"layer1": "stage1", "layer2": "stage2", "layer3": "stage3", "layer4": "stage4", "pool": "pool",
-             "fc": "logits"}
-MIXERS = {"default": "none", "fcc": "none", "dive": "none", "mix_up": "mixup", "manifold_mix_up": "manifold_mixup",
-          "remix": "remix", "remix_fcc": "remix", "bbn_mix": "bilateral"}
-TEST_OPS = ("shorter_resize_for_crop", "center_crop")
-# Losses whose original implementation ignores TRAIN.TWO_STAGE.DRW (and fcc's loss name).
-DRW_IGNORED = {"CrossEntropyLabelSmooth": "its forward never reads the re-weighting it switches on",
-               "CrossEntropyLabelAwareSmooth": "its epsilons do not depend on the epoch",
-               "SEQL": "its forward never reads the re-weighting it switches on",
-               "EffectiveClassMarginLoss": "its update does nothing"}
-
-
-def _literal(value: Any) -> Any:
-    """yacs evaluates strings as Python literals ('(32, 32)', '2e-4'); do the same, safely."""
-    if isinstance(value, str):
-        try:
-            return ast.literal_eval(value)
-        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # not a literal: a plain string
-            return value
-    if isinstance(value, dict):
-        return {k: _literal(v) for k, v in value.items()}
-    return value
-
-
-def _check_known(raw: dict[str, Any], schema: dict[str, Any], source: str, prefix: str = "") -> None:
-    for key, value in raw.items():
-        dotted = f"{prefix}{key}"
-        if key not in schema:
-            raise ConfigError(f"{source}: {dotted!r} is not a key of the original code's config")
-        if isinstance(schema[key], dict):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{source}: {dotted!r} must be a section")
-            _check_known(value, schema[key], source, dotted + ".")
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> list[str]:
-    keys = []
-    for k, v in tree.items():
-        keys.extend(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"])
-    return keys
-
-
-class _Reader:
-    """The merged original config. ``get`` reads a key whose value shapes the fcc config; ``unused``
-    records why a key has no effect here, so the header can name every such key the file sets."""
-
-    def __init__(self, merged: dict[str, Any], source: str) -> None:
-        self.merged = merged
-        self.source = source
-        self.used: set[str] = set()
-        self.reasons: dict[str, str] = {}
-
-    def value(self, dotted: str) -> Any:
-        node: Any = self.merged
-        for part in dotted.split("."):
-            node = node[part]
-        return node
-
-    def __call__(self, dotted: str) -> Any:
-        self.used.add(dotted)
-        return self.value(dotted)
-
-    def unused(self, keys: str | tuple[str, ...], why: str) -> None:
-        for key in (keys,) if isinstance(keys, str) else keys:
-            self.value(key)  # a typo in a key name here is a bug: fail loudly
-            self.reasons.setdefault(key, why)
-
-    def error(self, message: str) -> ConfigError:
-        return ConfigError(f"{self.source}: {message}")
-
-
-def _loss(get: _Reader) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+def _loss(get: Reader) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     """loss section, extra model settings and notes for LOSS.LOSS_TYPE."""
     kind = get("LOSS.LOSS_TYPE")
-    table: dict[str, tuple[str, dict[str, str]]] = {
-        "CrossEntropy": ("ce", {}),
-        "CostSensitiveCE": ("cost_sensitive_ce", {"gamma": "GAMMA"}),
-        "ClassBalanceCE": ("class_balanced_ce", {"beta": "BETA"}),
-        "ClassBalanceFocal": ("class_balanced_focal", {"beta": "BETA", "gamma": "GAMMA"}),
-        "CrossEntropyLabelSmooth": ("label_smoothing", {"epsilon": "EPSILON"}),
-        "CrossEntropyLabelAwareSmooth": ("label_aware_smoothing",
-                                         {"head": "SMOOTH_HEAD", "tail": "SMOOTH_TAIL", "shape": "SHAPE"}),
-        "FocalLoss": ("focal", {"gamma": "GAMMA"}),
-        "LDAMLoss": ("ldam", {"scale": "SCALE", "max_margin": "MAX_MARGIN"}),
-        "CDT": ("cdt", {"gamma": "GAMMA"}),
-        "SEQL": ("seql", {"gamma": "GAMMA", "tail_ratio": "LAMBDA"}),
-        "BalancedSoftmaxCE": ("balanced_softmax", {}),
-        "InfluenceBalancedLoss": ("influence_balanced", {"alpha": "ALPHA"}),
-        "DiVEKLD": ("dive", {"temperature": "TEMPERATURE", "alpha": "ALPHA", "power_norm": "POWER_NORM",
-                             "power": "POWER"}),
-        "EffectiveClassMarginLoss": ("ecm", {}),
-    }
-    if kind not in table:
-        raise get.error(f"LOSS.LOSS_TYPE {kind!r} has no fcc equivalent (the original's losses: {', '.join(table)})")
-    name, params = table[kind]
+    if kind not in LOSS_TYPES:
+        raise get.error(f"LOSS.LOSS_TYPE {kind!r} has no fcc equivalent (the original's losses: "
+                        f"{', '.join(LOSS_TYPES)})")
+    name, params = LOSS_TYPES[kind]
     loss = {"name": name, "params": {ours: get(f"LOSS.{kind}.{theirs}") for ours, theirs in params.items()}}
     notes: list[str] = []
     if kind == "DiVEKLD":
@@ -212,13 +63,13 @@ def _loss(get: _Reader) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     if kind == "EffectiveClassMarginLoss":
         notes.append("the original's ECM read its class counts from cifar_image_count.pkl in the working directory "
                      "(assuming 100 classes); fcc takes them from the training split")
-    for key in _flat(ORIGINAL_DEFAULTS["LOSS"], "LOSS."):
+    for key in flat(ORIGINAL_DEFAULTS["LOSS"], "LOSS."):
         if key.startswith("LOSS.") and key.count(".") == 2 and not key.startswith(f"LOSS.{kind}."):
             get.unused(key, "a parameter of a loss this config does not use")
     return loss, ({"head": "cosine"} if kind == "LDAMLoss" else {}), notes
 
 
-def _first_epoch(get: _Reader, key: str, start: int, epochs: int, what: str, notes: list[str]) -> int | None:
+def _first_epoch(get: Reader, key: str, start: int, epochs: int, what: str, notes: list[str]) -> int | None:
     """The original's strict 'epoch > S' start as fcc's first active epoch S + 1; None (with a note) when
     that epoch lies past the run, where the original never switched."""
     if start + 1 > epochs:
@@ -228,7 +79,7 @@ def _first_epoch(get: _Reader, key: str, start: int, epochs: int, what: str, not
     return max(start, 0) + 1
 
 
-def _data(get: _Reader, data: dict[str, Any], notes: list[str]) -> bool:
+def _data(get: Reader, data: dict[str, Any], notes: list[str]) -> bool:
     """The data section; returns whether the dataset is a JSON image dataset."""
     dataset = get("DATASET.DATASET")
     transforms = ("TRANSFORMS.TRAIN_TRANSFORMS", "TRANSFORMS.TEST_TRANSFORMS",
@@ -289,7 +140,7 @@ def _data(get: _Reader, data: dict[str, Any], notes: list[str]) -> bool:
     return True
 
 
-def _cam_generation(get: _Reader, is_json: bool) -> ConfigError:
+def _cam_generation(get: Reader, is_json: bool) -> ConfigError:
     """The error for a CAM generation config, giving the equivalent fcc command."""
     out = get("DATASET.CAM_DATA_SAVE_PATH") or "DIR"
     thres = get("DATASET.CAM_NUMBER_THRES")
@@ -304,7 +155,7 @@ def _cam_generation(get: _Reader, is_json: bool) -> ConfigError:
                      f"CAM_DATA_JSON_SAVE_PATH {get('DATASET.CAM_DATA_JSON_SAVE_PATH')!r})")
 
 
-def _network(get: _Reader, out: dict[str, Any], is_json: bool, notes: list[str]) -> None:
+def _network(get: Reader, out: dict[str, Any], is_json: bool, notes: list[str]) -> None:
     model, train = out["model"], out["train"]
     backbone = get("BACKBONE.TYPE")
     if backbone not in BACKBONES:
@@ -364,7 +215,7 @@ def _network(get: _Reader, out: dict[str, Any], is_json: bool, notes: list[str])
     get.unused("EVAL_MODE", "frozen modules keep their BN statistics in fcc (train.freeze_bn, default true)")
 
 
-def _mixing(get: _Reader, out: dict[str, Any], notes: list[str]) -> str:
+def _mixing(get: Reader, out: dict[str, Any], notes: list[str]) -> str:
     """sampler and mix sections; returns the combiner."""
     combiner = get("TRAIN.COMBINER.TYPE")
     if combiner not in MIXERS:
@@ -432,7 +283,7 @@ def _mixing(get: _Reader, out: dict[str, Any], notes: list[str]) -> str:
     return combiner
 
 
-def _deferred(get: _Reader, out: dict[str, Any], epochs: int, notes: list[str]) -> None:
+def _deferred(get: Reader, out: dict[str, Any], epochs: int, notes: list[str]) -> None:
     """DRW (a loss parameter here) and DRS (a sampler parameter) at the epochs the original switched."""
     loss = out["loss"]
     kind = get.value("LOSS.LOSS_TYPE")
@@ -481,7 +332,7 @@ def _deferred(get: _Reader, out: dict[str, Any], epochs: int, notes: list[str]) 
             out["sampler"]["params"]["drs_start_epoch"] = first
 
 
-def _fcc(get: _Reader, out: dict[str, Any], combiner: str, epochs: int, notes: list[str]) -> None:
+def _fcc(get: Reader, out: dict[str, Any], combiner: str, epochs: int, notes: list[str]) -> None:
     """FCC only where the original ran it: FCC.WORK with the fcc / remix_fcc combiners, epochs > START."""
     work = get.value("FCC.WORK")
     runs_fcc = combiner in ("fcc", "remix_fcc")
@@ -509,7 +360,7 @@ def _fcc(get: _Reader, out: dict[str, Any], combiner: str, epochs: int, notes: l
                  "(fcc.round_decimals: 2); fcc's own default ranks by training frequency without rounding")
 
 
-def _schedule(get: _Reader, train: dict[str, Any], epochs: int, notes: list[str]) -> None:
+def _schedule(get: Reader, train: dict[str, Any], epochs: int, notes: list[str]) -> None:
     optimizer = get("TRAIN.OPTIMIZER.TYPE")
     if optimizer not in ("SGD", "ADAM"):
         raise get.error(f"TRAIN.OPTIMIZER.TYPE {optimizer!r}: known SGD, ADAM")
@@ -565,9 +416,9 @@ def convert(original: dict[str, Any], source: str = "original config") -> tuple[
     """
     if not isinstance(original, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
-    original = _literal(original)
-    _check_known(original, ORIGINAL_DEFAULTS, source)
-    get = _Reader(deep_merge(copy.deepcopy(ORIGINAL_DEFAULTS), original), source)
+    original = literal(original)
+    check_known(original, ORIGINAL_DEFAULTS, source)
+    get = Reader(deep_merge(copy.deepcopy(ORIGINAL_DEFAULTS), original), source)
     notes: list[str] = []
     out: dict[str, Any] = {"out": str(Path(get("OUTPUT_DIR")) / get("NAME")), "data": {}, "model": {},
                            "train": {}, "fcc": {}, "eval": {}}
@@ -597,11 +448,11 @@ def convert(original: dict[str, Any], source: str = "original config") -> tuple[
     for key, why in NO_EFFECT.items():
         get.unused(key, why)
 
-    schema = _flat(ORIGINAL_DEFAULTS)
+    schema = flat(ORIGINAL_DEFAULTS)
     unhandled = [k for k in schema if k not in get.used and k not in get.reasons]
     if unhandled:  # every key of the schema is handled above; this guards the mapping itself
         raise AssertionError(f"unmapped original keys: {unhandled}")
-    no_effect = [f"{k}: no effect here ({get.reasons[k]})" for k in _flat(original) if k not in get.used]
+    no_effect = [f"{k}: no effect here ({get.reasons[k]})" for k in flat(original) if k not in get.used]
     return out, no_effect + notes
 
 
