@@ -49,11 +49,6 @@ class ClassStats:
     def num_classes(self) -> int:
         return len(self.train_counts)
 
-    @property
-    def has_extra(self) -> bool:
-        """Whether the loader samples images beyond the protocol's training set."""
-        return self.sampled_counts != self.train_counts
-
     def to_dict(self) -> dict[str, list[int]]:
         return {"train_counts": list(self.train_counts), "sampled_counts": list(self.sampled_counts)}
 
