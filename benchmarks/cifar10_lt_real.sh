@@ -19,7 +19,7 @@ for m in "${methods[@]}"; do
   for variant in "${m}_if100" "${m}_fcc_if100"; do
     out=runs/real/e${epochs}_${variant}
     [ -f "$out/eval.json" ] && continue
-    OMP_NUM_THREADS=1 fcc train "configs/cifar10_lt/${variant}.yaml" "data.root=$root" "train.epochs=$epochs" \
+    OMP_NUM_THREADS=1 fcc train "cifar10_lt/${variant}" "data.root=$root" "train.epochs=$epochs" \
       "train.amp=${AMP:-bf16}" train.eval_every=5 train.progress=false "out=$out" --overwrite >"$out.log" 2>&1 &
   done
   wait

@@ -25,7 +25,7 @@ from pathlib import Path
 from fcc_lt.util.argtypes import int_at_least
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = "configs/cifar10_lt/ce_fcc_if100.yaml"
+CONFIG = "cifar10_lt/ce_fcc_if100"
 
 
 def run_once(tree: Path, out: Path, data_root: Path, epochs: int, threads: int, extra: list[str]) -> float:

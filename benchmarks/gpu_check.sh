@@ -82,7 +82,7 @@ if [ ! -d "$DATA/cifar-100-python" ]; then
 fi
 
 say "2. pytest -m cuda, beside a CIFAR-10-LT fp32 eager run"
-run_cifar c10_fp32_eager configs/cifar10_lt/ce_fcc_if100.yaml train.amp=off train.compile=off \
+run_cifar c10_fp32_eager cifar10_lt/ce_fcc_if100 train.amp=off train.compile=off \
   train.channels_last=false &
 eager_pid=$!
 timeout 300 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests/engine/test_cuda.py tests/engine/test_spine.py >"$W/pytest.log" 2>&1
@@ -92,7 +92,7 @@ say "fp32 eager run: exit $(cat "$W/c10_fp32_eager.time/rc")"
 
 if [ "$(left)" -ge 90 ]; then
   say "3. CIFAR-100-LT-shaped run"
-  run_cifar c100 configs/cifar100_lt/ce_fcc_if100.yaml
+  run_cifar c100 cifar100_lt/ce_fcc_if100
   say "exit $(cat "$W/c100.time/rc")"
 fi
 if [ "$(left)" -ge 60 ]; then
@@ -103,7 +103,7 @@ if [ "$(left)" -ge 60 ]; then
 fi
 if [ "$(left)" -ge 60 ]; then
   say "5. CIFAR-10-LT run"
-  run_cifar c10 configs/cifar10_lt/ce_fcc_if100.yaml
+  run_cifar c10 cifar10_lt/ce_fcc_if100
   say "exit $(cat "$W/c10.time/rc")"
 fi
 if [ "$(left)" -ge 120 ]; then
@@ -111,7 +111,7 @@ if [ "$(left)" -ge 120 ]; then
   cat >"$W/parallel.yaml" <<EOF
 out: $W/parallel
 configs:
-  - configs/cifar10_lt/ce_fcc_if100.yaml
+  - cifar10_lt/ce_fcc_if100
 seeds: [1, 2, 3, 4, 5, 6, 7, 8]
 overrides:
   - data.root=$DATA

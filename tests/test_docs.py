@@ -6,6 +6,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
+from fcc_lt.config.recipes import resolve_sweep, shipped_config
 from fcc_lt.config.schema import all_keys
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,11 +23,27 @@ def test_config_reference_lists_exactly_the_keys() -> None:
     assert documented - leaves == set(), "docs/config.md documents keys that do not exist"
 
 
-def test_readme_links_and_configs_exist() -> None:
+SHIPPED = r"(?:cifar10_lt|cifar100_lt|imagenet_lt|inat18)"
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def test_readme_links_exist_and_it_starts_with_the_two_commands() -> None:
     text = (REPO / "README.md").read_text()
     for link in re.findall(r"\]\(([^)#]+)\)", text):
-        assert (REPO / link).exists(), link
-    for config in set(re.findall(r"configs/[\w/]+\.yaml", text)):
-        assert (REPO / config).is_file(), config
+        if not link.startswith(("http://", "https://")):
+            assert (REPO / link).exists(), link
     first_block = text.split("```")[1]
-    assert "fcc train configs/cifar10_lt/ce_fcc_if100.yaml" in first_block and "pytest" in first_block
+    assert "fcc train cifar10_lt/ce_fcc_if100" in first_block and "pytest" in first_block
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_shipped_recipes_are_named_not_given_as_repository_paths(page: Path) -> None:
+    """Recipes are package data: a user of the wheel has no configs/ folder, so pages use their names, and
+    every name a page runs (`fcc train NAME`, `fcc config NAME`, `fcc sweep NAME`) is a shipped recipe."""
+    text = page.read_text()
+    assert not re.findall(rf"(?<![\w/])configs/{SHIPPED}/", text), "use the recipe's name, not configs/..."
+    assert not re.findall(r"(?<![\w/])sweeps/[\w]+\.yaml", text.replace("sweeps/ce_vs_fcc.yaml", "")), "a spec's name"
+    for command, name in re.findall(rf"fcc (train|config|eval) \"?({SHIPPED}/[a-z0-9_/]+(?:\.yaml)?)\b", text):
+        assert shipped_config(name) is not None, f"fcc {command} {name}"
+    for name in re.findall(r"fcc sweep ([a-z0-9_]+)(?![\w./])", text):
+        assert resolve_sweep(name).is_file(), f"fcc sweep {name}"

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_train_eval_report(cifar10_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    config = str(REPO / "configs/cifar10_lt/ce_fcc_if100.yaml")
+    config = "cifar10_lt/ce_fcc_if100"
     # the shipped 200-epoch config, shortened to 2 epochs: its schedule is rescaled
     assert main(["train", config, *tiny_run_overrides(cifar10_root, out), "--overwrite"]) == 0
     result = json.loads((out / "eval.json").read_text())

@@ -101,18 +101,18 @@ def test_unreadable_and_non_mapping_files(tmp_path: Path) -> None:
 
 
 def test_shortened_schedule_rescales_epoch_keys() -> None:
-    cfg = load_config(REPO / "configs/cifar10_lt/ce_fcc_if100.yaml", ["train.epochs=30"])
+    cfg = load_config("cifar10_lt/ce_fcc_if100", ["train.epochs=30"])
     # first-active epoch s of 200 -> 1 + round((s - 1) * 30 / 200)
     assert cfg.train.milestones == [1 + round(159 * 0.15), 1 + round(179 * 0.15)] == [25, 28]
     assert cfg.fcc.start_epoch == 1 + round(50 * 0.15 + 1e-9) == 9  # 7.5 rounds half up
     assert cfg.train.warmup_epochs == 1 and cfg.train.schedule_epochs == 30
     # keys given on the command line are taken as written
-    cfg = load_config(REPO / "configs/cifar10_lt/ce_fcc_if100.yaml", ["train.epochs=30", "fcc.start_epoch=5"])
+    cfg = load_config("cifar10_lt/ce_fcc_if100", ["train.epochs=30", "fcc.start_epoch=5"])
     assert cfg.fcc.start_epoch == 5 and cfg.train.milestones == [25, 28]
 
 
 def test_rescale_is_identity_at_full_length() -> None:
-    cfg = load_config(REPO / "configs/cifar10_lt/ce_fcc_if100.yaml")
+    cfg = load_config("cifar10_lt/ce_fcc_if100")
     assert rescale_schedule(cfg) == {}
     assert (cfg.train.milestones, cfg.fcc.start_epoch, cfg.train.warmup_epochs) == ([160, 180], 51, 5)
 
@@ -120,11 +120,11 @@ def test_rescale_is_identity_at_full_length() -> None:
 def test_shipped_protocol_matches_the_original() -> None:
     for name, gamma in (("cifar10_lt", 0.5), ("cifar100_lt", 1.0)):
         for imb in (100, 50):
-            cfg: Config = load_config(REPO / f"configs/{name}/ce_fcc_if{imb}.yaml")
+            cfg: Config = load_config(f"{name}/ce_fcc_if{imb}")
             t = cfg.train
             assert (t.epochs, t.batch_size, t.lr, t.momentum, t.weight_decay) == (200, 128, 0.1, 0.9, 2e-4)
             assert (t.warmup_epochs, t.milestones, t.lr_factor) == (5, [160, 180], 0.01)
             assert (cfg.fcc.enabled, cfg.fcc.gamma, cfg.fcc.start_epoch) == (True, gamma, 51)
             assert cfg.data.imbalance_factor == imb
-            plain = load_config(REPO / f"configs/{name}/ce_if{imb}.yaml")
+            plain = load_config(f"{name}/ce_if{imb}")
             assert plain.fcc.enabled is False

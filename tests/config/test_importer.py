@@ -422,7 +422,7 @@ def test_the_drs_config_matches_the_shipped_gallery(tmp_path: Path) -> None:
     text = original("cifar", cifar(10, 0.01, NAME="cbs-drs_fcc", FCC=fcc_block(0.5), TRAIN={
         **FCC_ON, "TWO_STAGE": {"DRS": True, "START_EPOCH": 160}, "SAMPLER": WEIGHTED}))
     cfg, _ = imported(tmp_path, text)
-    ours = load_config(REPO / "configs/cifar10_lt/drs_balanced_fcc_if100.yaml")
+    ours = load_config("cifar10_lt/drs_balanced_fcc_if100")
     for section in ("loss", "sampler", "mix"):
         assert getattr(cfg, section) == getattr(ours, section)
     for key in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "milestones", "lr_factor",

@@ -9,12 +9,13 @@ import pytest
 
 from conftest import TINY_MODEL
 from fcc_lt.config.load import load_config
+from fcc_lt.config.recipes import RECIPES
 from fcc_lt.config.schema import Config
 from fcc_lt.engine.trainer import Trainer
 from image_fixtures import write_json_dataset
 from two_steps import run_two_steps
 
-ROOT = Path(__file__).resolve().parents[2] / "configs"
+ROOT = RECIPES
 IMAGENET = sorted(p for p in (ROOT / "imagenet_lt").rglob("*.yaml") if not p.name.startswith("_"))
 INAT = sorted(p for p in (ROOT / "inat18").glob("*.yaml") if not p.name.startswith("_"))
 CONFIGS = IMAGENET + INAT

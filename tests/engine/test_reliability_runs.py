@@ -16,6 +16,7 @@ import yaml
 from conftest import tiny_run_overrides
 from fcc_lt.cli.main import main
 from fcc_lt.config.load import load_config
+from fcc_lt.config.recipes import RECIPES
 from fcc_lt.config.schedule import ScheduleWarning
 from fcc_lt.engine.trainer import Trainer
 from fcc_lt.evaluation.run_loader import load_run_config
@@ -163,10 +164,10 @@ def test_a_start_failing_on_its_data_leaves_no_folder(tmp_path: Path, capsys: py
 def test_a_schedule_too_short_for_its_drops_is_said_loudly() -> None:
     for epochs in (1, 2):
         with pytest.warns(ScheduleWarning, match=f"train.epochs={epochs} is too short"):
-            load_config("configs/cifar10_lt/ce_fcc_if100.yaml", [f"train.epochs={epochs}"])
+            load_config("cifar10_lt/ce_fcc_if100", [f"train.epochs={epochs}"])
     with warnings.catch_warnings():
         warnings.simplefilter("error", ScheduleWarning)
-        cfg = load_config("configs/cifar10_lt/ce_fcc_if100.yaml", ["train.epochs=30"])
+        cfg = load_config("cifar10_lt/ce_fcc_if100", ["train.epochs=30"])
     assert cfg.train.milestones == [25, 28] and cfg.fcc.start_epoch == 9
 
 
@@ -174,7 +175,7 @@ def test_smoke_runs_every_part_of_a_config_in_a_few_steps(cifar10_root: Path, tm
                                                          monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
-    config = Path(__file__).resolve().parents[2] / "configs" / "cifar10_lt" / "bsce_drw_fcc_if100.yaml"
+    config = RECIPES / "cifar10_lt" / "bsce_drw_fcc_if100.yaml"
     tiny = ["model.backbone=resnet_cifar", "model.backbone_params={depth: 8, width: 4}", "device=cpu",
             f"data.root={cifar10_root}", "data.imbalance_factor=10", "train.progress=false"]
     with warnings.catch_warnings():
@@ -196,17 +197,17 @@ def test_smoke_runs_every_part_of_a_config_in_a_few_steps(cifar10_root: Path, tm
 
 
 def test_fcc_config_shows_sources_and_validates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["config", "configs/cifar10_lt/bsce_drw_fcc_if100.yaml", "train.epochs=30", "seed=3"]) == 0
+    assert main(["config", "cifar10_lt/bsce_drw_fcc_if100", "train.epochs=30", "seed=3"]) == 0
     out = capsys.readouterr().out
     lines = {line.split(":")[0]: line for line in out.splitlines() if not line.startswith("#")}
     assert lines["seed"].endswith("# override seed=3")
     assert "# rescaled from [160, 180]" in lines["train.milestones"]
-    assert lines["loss.name"].endswith("# configs/cifar10_lt/_bsce_drw.yaml")
-    assert lines["fcc.gamma"].endswith("# configs/cifar10_lt/_fcc.yaml")
-    assert lines["data.imbalance_factor"].endswith("# configs/cifar10_lt/bsce_drw_fcc_if100.yaml")
+    assert lines["loss.name"].endswith("/fcc_lt/configs/cifar10_lt/_bsce_drw.yaml")
+    assert lines["fcc.gamma"].endswith("/fcc_lt/configs/cifar10_lt/_fcc.yaml")
+    assert lines["data.imbalance_factor"].endswith("/fcc_lt/configs/cifar10_lt/bsce_drw_fcc_if100.yaml")
     assert lines["train.freeze_bn"].endswith("# default")
     assert "# valid" in out
-    assert main(["config", "configs/cifar10_lt/bsce_drw_fcc_if100.yaml", "train.lr=-1"]) == 2
+    assert main(["config", "cifar10_lt/bsce_drw_fcc_if100", "train.lr=-1"]) == 2
     assert "train.lr" in capsys.readouterr().err
 
 

@@ -30,8 +30,8 @@ from fcc_lt.methods.cam import (
 from fcc_lt.models.network import build_network
 from fcc_lt.util.errors import DataError, OutputError
 
-STAGE1 = "configs/cifar10_lt/cam_stage1_if100.yaml"
-STAGE2 = "configs/cifar10_lt/cam_if100.yaml"
+STAGE1 = "cifar10_lt/cam_stage1_if100"
+STAGE2 = "cifar10_lt/cam_if100"
 
 
 

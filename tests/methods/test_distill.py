@@ -19,7 +19,7 @@ from fcc_lt.methods.distill import load_teacher
 from fcc_lt.models.network import build_network
 from fcc_lt.util.errors import CheckpointError, ConfigError
 
-CFG = "configs/cifar10_lt/ce_if100.yaml"
+CFG = "cifar10_lt/ce_if100"
 WIDE = "model.backbone_params={depth: 8, width: 8}"  # the teacher: another architecture than the student
 
 
@@ -73,7 +73,7 @@ def test_teacher_errors(teacher_run: Path, cifar10_root: Path, cifar100_root: Pa
     splits = build_splits(cfg)
     with pytest.raises(CheckpointError, match=r"distill\.teacher: checkpoint not found"):
         load_teacher(str(tmp_path / "nowhere"), splits.num_classes, "cpu")
-    c100 = build_splits(load_config("configs/cifar100_lt/ce_if100.yaml",
+    c100 = build_splits(load_config("cifar100_lt/ce_if100",
                                     [f"data.root={cifar100_root}", "data.imbalance_factor=5"]))
     with pytest.raises(CheckpointError, match=r"trained for 10 classes.*has 100"):
         load_teacher(str(teacher_run), c100.num_classes, "cpu")

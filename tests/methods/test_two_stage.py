@@ -16,9 +16,9 @@ from fcc_lt.engine.trainer import Trainer
 from fcc_lt.evaluation.run_loader import load_run_config
 from fcc_lt.util.errors import CheckpointError, ConfigError
 
-STAGE1 = "configs/cifar10_lt/ce_if100.yaml"
-CRT = "configs/cifar10_lt/crt_if100.yaml"
-LWS = "configs/cifar10_lt/lws_if100.yaml"
+STAGE1 = "cifar10_lt/ce_if100"
+CRT = "cifar10_lt/crt_if100"
+LWS = "cifar10_lt/lws_if100"
 
 
 

@@ -25,7 +25,7 @@ from fcc_lt.util.distributed import setup
 from fcc_lt.util.errors import ConfigError
 from fcc_lt.util.registry import HEADS
 
-CFG = "configs/cifar10_lt/ce_if100.yaml"
+CFG = "cifar10_lt/ce_if100"
 
 
 

@@ -10,36 +10,22 @@ from fcc_lt.util import argtypes
 from fcc_lt.util.errors import ConfigError
 
 
-def config_root() -> Path:
-    """./configs when run from a checkout, else the configs folder next to the installed sources."""
-    here = Path("configs")
-    if here.is_dir():
-        return here
-    return Path(__file__).resolve().parents[2] / "configs"
-
-
 def cmd_configs(args: argparse.Namespace) -> int:
-    root = Path(args.root) if args.root else config_root()
-    if not root.is_dir():
-        raise ConfigError(f"no configs folder at {root}; pass --root")
-    files = sorted(p for p in root.rglob("*.yaml") if not p.name.startswith("_"))
-    width = max((len(p.as_posix()) for p in files), default=0)
-    for p in files:
-        print(f"{p.as_posix():<{width}}  {config_title(p)}".rstrip())
+    from fcc_lt.config import recipes
+
+    if args.root is not None:  # a folder of the user's: its configs by path, as `fcc train` takes them
+        root = Path(args.root)
+        if not root.is_dir():
+            raise ConfigError(f"--root {root}: no such folder")
+        listed = {(root / name).as_posix() + ".yaml": path for name, path in recipes.configs_in(root).items()}
+    elif args.sweeps:
+        listed = recipes.shipped_sweeps()
+    else:
+        listed = recipes.shipped_configs()
+    width = max((len(name) for name in listed), default=0)
+    for name, path in listed.items():
+        print(f"{name:<{width}}  {recipes.title(path)}".rstrip())
     return 0
-
-
-def config_title(path: Path) -> str:
-    """A config's one-line description: its first comment line."""
-    try:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.startswith("#"):
-                return line.lstrip("#").strip()
-            if line.strip():
-                break
-    except (OSError, UnicodeDecodeError):
-        pass
-    return ""
 
 
 def cmd_import_config(args: argparse.Namespace) -> int:
@@ -58,8 +44,16 @@ def cmd_import_config(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("configs", help="list the shipped configs")
-    p.add_argument("--root", help="configs folder (default: ./configs)")
+    p = sub.add_parser("configs", help="list the shipped configs (or sweep specs) by name, with their descriptions",
+                       description="fcc configs [--sweeps | --root DIR]: each shipped config's name (what `fcc train "
+                                   "NAME` takes) and its first comment line; they ship inside the package, so this "
+                                   "works from any folder")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--sweeps", action="store_true", help="list the shipped sweep specs (what `fcc sweep NAME` "
+                      "takes) instead of the configs")
+    what.add_argument("--root", metavar="DIR", type=argtypes.path,
+                      help="list the configs in DIR by path instead (default: the configs shipped in the package, "
+                           "by name; files named _*.yaml are bases and left out)")
     p.set_defaults(func=cmd_configs)
 
     p = sub.add_parser("import-config", help="convert a config of the original FCC / bag-of-tricks code")

@@ -19,6 +19,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.device:
         overrides.append(f"device={args.device}")
+    if not run_dir.exists() and args.checkpoint not in ("last", "best"):
+        from fcc_lt.config.recipes import shipped_config
+
+        run_dir = shipped_config(args.run) or run_dir  # a shipped config's name, with --checkpoint FILE
     if run_dir.is_file():  # a config file: evaluate the --checkpoint file (e.g. the original code's .pth) with it
         return _eval_with_config(args, run_dir, overrides)
     cfg = load_run_config(run_dir, overrides)
@@ -97,7 +101,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        "eval.json, written by training, is never replaced)",
                        description="fcc eval RUN_DIR [overrides] | fcc eval CONFIG --checkpoint FILE [overrides] "
                                    "(a checkpoint without a run directory, e.g. the original code's .pth)")
-    p.add_argument("run", type=argtypes.path, help="run directory, or a config file with --checkpoint FILE")
+    p.add_argument("run", type=argtypes.path,
+                   help="run directory, or a config (a file or a shipped config's name) with --checkpoint FILE")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the run's config")
     p.add_argument("--checkpoint", default="last", type=argtypes.checkpoint,
                    help="last (default), best, or a checkpoint file")

@@ -12,13 +12,14 @@ from fcc_lt.util.errors import ConfigError
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from fcc_lt.config.recipes import resolve_sweep
     from fcc_lt.experiments.sweep.command import SweepOptions, parse_gpus, run_sweep
 
     slurm = {"partition": args.slurm_partition, "time": args.slurm_time, "gpus": args.slurm_gpus,
              "cpus": args.slurm_cpus, "mem_gb": args.slurm_mem_gb, "account": args.slurm_account}
     options = SweepOptions(parallel=args.parallel, dry_run=args.dry_run, rerun_changed=args.rerun_changed,
                            executor=args.executor, gpus=parse_gpus(args.gpus), no_wait=args.no_wait, slurm=slurm)
-    return run_sweep(Path(args.spec), options)
+    return run_sweep(resolve_sweep(args.spec), options)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -75,11 +76,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="train a grid of configs x overrides x seeds, resumably, several at a time "
-                       "or on SLURM", description="fcc sweep SPEC.yaml: every run is an ordinary run directory "
+                       "or on SLURM", description="fcc sweep SPEC: every run is an ordinary run directory "
                        "OUT/<config>[__<key>-<value>...]__seed<S>; running it again skips finished runs and resumes "
                        "stopped ones. See docs/sweeps.md.")
-    p.add_argument("spec", type=argtypes.path, help="the sweep spec (YAML: out, configs, seeds, overrides, grid, "
-                   "slurm)")
+    p.add_argument("spec", type=argtypes.path,
+                   help="the sweep spec: a YAML file (out, configs, seeds, overrides, grid, slurm), or the name of a "
+                        "shipped one such as cifar10_lt_ce_vs_fcc (`fcc configs --sweeps` lists "
+                        "them; a file of that path wins)")
     p.add_argument("-j", "--parallel", type=int_at_least(1), metavar="N",
                    help="runs at once (default 1; on SLURM the most jobs running at once, default no limit); "
                         "locally each run gets max(1, cores // N) CPU threads and all share the GPU")

@@ -34,7 +34,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif config_path is None and not overrides:
         args.parser.print_usage(sys.stderr)
         print("fcc train: name a config file (`fcc configs` lists the shipped ones), e.g.\n"
-              "  fcc train configs/cifar10_lt/ce_fcc_if100.yaml", file=sys.stderr)
+              "  fcc train cifar10_lt/ce_fcc_if100", file=sys.stderr)
         return 2
     elif args.smoke:
         from fcc_lt.config.schedule import ScheduleWarning
@@ -59,9 +59,10 @@ def smoke_overrides(config_path: str | None, overrides: list[str]) -> list[str]:
     FCC, DRW, DRS and the LR drops, still acts), a few steps each, a few evaluation batches, its own folder.
     Keys the user gives win."""
     from fcc_lt.config.load import apply_overrides, parse_override, read_yaml
+    from fcc_lt.config.recipes import resolve_config
 
     given = {".".join(parse_override(o)[0]) for o in overrides}
-    raw = apply_overrides(read_yaml(Path(config_path)) if config_path else {}, overrides)
+    raw = apply_overrides(read_yaml(resolve_config(config_path)) if config_path else {}, overrides)
     train = raw.get("train") or {}
     epochs = train.get("epochs", 200)
     extra = {"train.epochs": min(epochs, SMOKE_EPOCHS) if isinstance(epochs, int) else SMOKE_EPOCHS,
@@ -101,11 +102,15 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+CONFIG_HELP = ("a config: a YAML file, or the name of a shipped one such as cifar10_lt/ce_fcc_if100 (`fcc configs` "
+               "lists them; a file of that path wins); then key.sub=value overrides")
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train (and finally evaluate) a run",
                        description="fcc train CONFIG [key.sub=value ...] | fcc train --resume RUN_DIR")
     p.add_argument("items", nargs="*", metavar="CONFIG_OR_OVERRIDE",
-                   help="a YAML config file, then key.sub=value overrides")
+                   help=CONFIG_HELP)
     p.add_argument("--resume", metavar="RUN_DIR", type=argtypes.path,
                    help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start afresh in an existing run directory")
@@ -119,5 +124,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        description="fcc config CONFIG [key.sub=value ...]: the config a `fcc train` with the same "
                                    "arguments would run, validated, without training")
     p.add_argument("items", nargs="*", metavar="CONFIG_OR_OVERRIDE",
-                   help="a YAML config file, then key.sub=value overrides")
+                   help=CONFIG_HELP)
     p.set_defaults(func=cmd_config)

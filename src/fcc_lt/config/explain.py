@@ -16,9 +16,10 @@ from typing import Any
 import yaml
 
 from fcc_lt.config.load import apply_overrides, from_dict, load_config, parse_override, parse_yaml
+from fcc_lt.config.recipes import resolve_config
 from fcc_lt.config.schedule import rescale_schedule
 from fcc_lt.config.schema import Config, flat_keys
-from fcc_lt.util.errors import ConfigError
+from fcc_lt.util.errors import ConfigError, path_problem
 from fcc_lt.util.files import read_input_text
 
 
@@ -52,6 +53,8 @@ def _source_of(key: str, sources: Mapping[str, str]) -> str | None:
 
 def explain(path: str | Path | None, overrides: Sequence[str] = ()) -> tuple[Config, list[tuple[str, Any, str]]]:
     """The validated config and (key, value, source) for every leaf key."""
+    if path is not None and path_problem(path) is None:
+        path = resolve_config(path)  # a file, else a shipped config's name
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         cfg = load_config(path, overrides)  # every check a training start would do (ConfigError otherwise)

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from fcc_lt.config.recipes import resolve_config
 from fcc_lt.config.schedule import _schedule_length, rescale_schedule
 from fcc_lt.config.schema import PATH_KEYS, Config, _hints, _is_section, all_keys
 from fcc_lt.config.validate import validate
@@ -183,11 +184,13 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> Overrid
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Load, override, type-check and validate a config; ``out`` defaults to runs/<file stem>."""
+    """Load, override, type-check and validate a config (a file, or a shipped config's name such as
+    ``cifar10_lt/ce_fcc_if100``); ``out`` defaults to runs/<file stem>."""
     if path is not None:
         problem = path_problem(path)
         if problem is not None:
             raise ConfigError(f"config file {short_repr(str(path))} {problem}")
+        path = resolve_config(path)  # a file, else a shipped config's name
     raw = read_yaml(Path(path)) if path is not None else {}
     source = str(path) if path is not None else "config"
     raw = apply_overrides(raw, overrides)

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from fcc_lt.config.recipes import shipped_config
 from fcc_lt.util.errors import ConfigError
 from fcc_lt.util.files import read_input_text
 from fcc_lt.util.typecheck import suggest
@@ -178,7 +179,7 @@ def _reserved(path: Path, where: str, key: str) -> None:
 def _spec_configs(path: Path, entries: Any) -> list[ConfigEntry]:
     if entries is None:
         raise ConfigError(f"{path}: 'configs' is missing: list the config files to train, e.g. "
-                          "configs: [configs/cifar10_lt/ce_if100.yaml, configs/cifar10_lt/ce_fcc_if100.yaml]")
+                          "configs: [cifar10_lt/ce_if100, cifar10_lt/ce_fcc_if100] (shipped names or files)")
     if isinstance(entries, str):
         entries = [entries]
     if not isinstance(entries, list) or not entries:
@@ -198,9 +199,10 @@ def _spec_configs(path: Path, entries: Any) -> list[ConfigEntry]:
             config = entry
         if not isinstance(config, str) or not config.strip():
             raise _spec_error(path, where, f"expected a config file name, got {config!r}")
-        if not Path(config).is_file():
+        if not Path(config).is_file() and shipped_config(config) is None:
             raise _spec_error(path, where, f"config file {config!r} not found (relative paths are taken from "
-                              f"the current directory, {Path.cwd()})")
+                              f"the current directory, {Path.cwd()}), nor a shipped config of that name "
+                              "(`fcc configs` lists them)")
         if name is None:
             name = UNSAFE_CHARS.sub("_", Path(config).stem).strip("_") or "config"
         elif not isinstance(name, str) or not _NAME.fullmatch(name):
