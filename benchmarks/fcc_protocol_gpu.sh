@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The paper's protocol on one GPU, in one call: CE against CE + FCC on CIFAR-10-LT and CIFAR-100-LT at IF 100,
-# 200 epochs, five seeds (sweeps/fcc_protocol_cifar10_lt.yaml, sweeps/fcc_protocol_cifar100_lt.yaml), then cRT
-# on every stage-1 backbone (the shipped crt_if100.yaml, 30 epochs), `fcc analyze` on every run and
+# 200 epochs, five seeds (the shipped sweeps fcc_protocol_cifar10_lt and fcc_protocol_cifar100_lt), then cRT
+# on every stage-1 backbone (the shipped crt_if100, 30 epochs), `fcc analyze` on every run and
 # `fcc report` per dataset (tables with 95% intervals, figures).
 #
 #   cp ../shared/data/cifar10-jpeg.tar.gz local/      # once, here (local/ is git-ignored)
@@ -85,7 +85,7 @@ finished() { [ -f "$1/eval.json" ] && [ -f "$1/checkpoints/last.pt" ]; }
 protocol() {
   local ds=$1 label=$2 w="$WORK/$1" t0 spec seeds val s pids=()
   mkdir -p "$w/stage2"
-  IFS=$'\t' read -r spec seeds val <<<"$(stage1_spec "$ds" "sweeps/fcc_protocol_${ds}_lt.yaml" "$w/stage1")"
+  IFS=$'\t' read -r spec seeds val <<<"$(stage1_spec "$ds" "src/fcc_lt/configs/sweeps/fcc_protocol_${ds}_lt.yaml" "$w/stage1")"
   if [ -z "$val" ]; then note "$label: the spec could not be prepared"; return 1; fi
   seeds=${seeds//,/ }
   if [ "$(left)" -le "$RESERVE" ]; then note "$label: skipped, $(left) s left"; return 1; fi
@@ -107,7 +107,7 @@ protocol() {
       finished "$dst" && continue
       timeout --signal=TERM --kill-after=30 "$(( $(left) > 70 ? $(left) - 60 : 10 ))" \
         env OMP_NUM_THREADS=$(( $(nproc) / PARALLEL > 0 ? $(nproc) / PARALLEL : 1 )) "${FCC[@]}" train \
-        "configs/${ds}_lt/crt_if100.yaml" "model.init_from=$src/checkpoints/last.pt" "seed=$s" "out=$dst" \
+        "${ds}_lt/crt_if100" "model.init_from=$src/checkpoints/last.pt" "seed=$s" "out=$dst" \
         "data.root=$DATA" "data.val_per_class=$val" "device=$DEVICE" train.eval_every=10 train.progress=false \
         ${CRT_EPOCHS:+"train.epochs=$CRT_EPOCHS"} "${EXTRA[@]}" --overwrite >"$dst.log" 2>&1 &
       pids+=($!)

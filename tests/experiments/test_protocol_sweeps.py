@@ -1,4 +1,4 @@
-"""The paper-protocol sweep specs of benchmarks/fcc_protocol_gpu.sh expand, from the repository root, into
+"""The paper-protocol sweep specs of benchmarks/fcc_protocol_gpu.sh expand, by name from any folder, into
 CE / CE + FCC pairs at IF 100 over five seeds that differ only in FCC, with the 200-epoch schedule (FCC from
 epoch 51) and a held-out validation split for `fcc analyze`'s logit adjustment."""
 
@@ -8,16 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SRC
+from fcc_lt.config.recipes import resolve_sweep
 from fcc_lt.experiments.sweep import plan as sweep
+from fcc_lt.experiments.sweep.spec import load_spec
 
 
 @pytest.mark.parametrize(("spec", "dataset", "gamma", "val"), [("fcc_protocol_cifar10_lt", "cifar10", 0.5, 50),
                                                                ("fcc_protocol_cifar100_lt", "cifar100", 1.0, 10)])
 def test_protocol_spec_is_ce_against_ce_fcc_over_five_seeds(spec: str, dataset: str, gamma: float, val: int,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(SRC.parent)
-    runs = sweep.expand(sweep.load_spec(Path(f"sweeps/{spec}.yaml")))
+                                                            monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # by name, from any folder
+    path = resolve_sweep(spec)
+    assert "../" not in path.read_text() and "shared" not in path.read_text()
+    runs = sweep.expand(load_spec(path))
+    assert {r.resolved["data"]["root"] for r in runs} == {"data"}
     assert sorted(r.name for r in runs) == sorted(f"{c}__seed{s}" for c in ("ce_if100", "ce_fcc_if100")
                                                   for s in range(5))
     for seed in range(5):

@@ -23,8 +23,7 @@ def split_items(items: list[str]) -> tuple[list[str], list[str]]:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from fcc_lt.evaluation.analyze_run import analyze_run
     from fcc_lt.evaluation.run_loader import load_run_config
-    from fcc_lt.experiments.report import find_run_dirs
-    from fcc_lt.experiments.run_folder import run_status
+    from fcc_lt.experiments.run_folder import find_run_dirs, run_status
     from fcc_lt.util.errors import ConfigError
 
     named, overrides = split_items(args.items)
