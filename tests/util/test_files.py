@@ -34,3 +34,28 @@ def test_unreadable_inputs_name_path_and_kind(case: str, tmp_path: Path) -> None
 def test_default_error_is_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="split list not found"):
         read_input(tmp_path / "missing.txt", "split list")
+
+
+def test_only_regular_files_of_bounded_size_are_opened(tmp_path: Path) -> None:
+    """open_input (behind read_input) refuses what would block, never end or exhaust memory, before reading."""
+    import os
+
+    from fcc_lt.util.files import open_input
+
+    big = tmp_path / "big.json"
+    with open(big, "wb") as f:
+        f.truncate(3 << 20)  # sparse: 3 MiB of size, no disk
+    with pytest.raises(DataError) as err:
+        read_input(big, "annotation file", max_bytes=2 << 20)
+    assert str(err.value) == (f"{big}: cannot read annotation file: it is 3.0 MiB, more than the 2.0 MiB such a "
+                              "file may be")
+    with open_input(big, "annotation file", max_bytes=3 << 20) as f:  # at the cap: read
+        assert len(f.read()) == 3 << 20
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        with pytest.raises(DataError, match=r"fifo: cannot read split list: it is a FIFO \(named pipe\), not a "):
+            read_input(fifo, "split list")  # returns at once: opened without waiting for a writer
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(DataError, match=r"^/dev/zero: cannot read split list: it is a character device"):
+            read_input("/dev/zero", "split list")

@@ -15,12 +15,11 @@ from typing import Any
 
 import yaml
 
-from fcc_lt.config.load import apply_overrides, from_dict, load_config, parse_override, parse_yaml
+from fcc_lt.config.load import apply_overrides, from_dict, load_config, load_yaml_file, parse_override
 from fcc_lt.config.recipes import resolve_config
 from fcc_lt.config.schedule import rescale_schedule
 from fcc_lt.config.schema import Config, flat_keys
-from fcc_lt.util.errors import ConfigError, path_problem
-from fcc_lt.util.files import read_input_text
+from fcc_lt.util.errors import path_problem
 
 
 def file_sources(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, str]:
@@ -28,7 +27,7 @@ def file_sources(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, str]:
     resolved = path.resolve()
     if resolved in _seen:  # load_config has already refused the loop; stay finite anyway
         return {}
-    data = parse_yaml(read_input_text(path, "config file", ConfigError), f"{path}: not valid YAML") or {}
+    data = load_yaml_file(path, "config file") or {}
     if not isinstance(data, dict):
         return {}
     bases = data.pop("base", [])

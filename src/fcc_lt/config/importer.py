@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from fcc_lt.config.load import deep_merge, from_dict, parse_yaml
+from fcc_lt.config.load import deep_merge, from_dict, load_yaml_file
 from fcc_lt.config.original import (
     BACKBONES,
     DATASETS,
@@ -39,7 +39,6 @@ from fcc_lt.config.original import (
 )
 from fcc_lt.config.validate import validate
 from fcc_lt.util.errors import ConfigError
-from fcc_lt.util.files import read_input_text
 
 
 def _loss(get: Reader) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
@@ -458,7 +457,7 @@ def convert(original: dict[str, Any], source: str = "original config") -> tuple[
 
 def import_config(path: Path) -> tuple[str, list[str]]:
     """The fcc YAML text (validated) for an original config file, and the notes it carries."""
-    original = parse_yaml(read_input_text(path, "original config", ConfigError), f"{path}: not valid YAML")
+    original = load_yaml_file(path, "original config")
     mapping, notes = convert(original or {}, str(path))
     cfg = from_dict(mapping, f"{path} (imported)")
     validate(cfg)

@@ -22,6 +22,7 @@ from fcc_lt.config.recipes import resolve_config
 from fcc_lt.config.schedule import _schedule_length, rescale_schedule
 from fcc_lt.config.schema import PATH_KEYS, Config, _hints, _is_section, all_keys
 from fcc_lt.config.validate import validate
+from fcc_lt.util import files
 from fcc_lt.util.errors import ConfigError, path_problem, short_repr
 from fcc_lt.util.files import read_input_text
 from fcc_lt.util.typecheck import check_config_size, coerce, suggest
@@ -100,24 +101,64 @@ def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping of a YAML text names one key twice (PyYAML would keep the last value silently)."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key written twice in one mapping, naming both lines.
+
+    A merge (``<<: *base``) may still be overridden by the mapping's own keys: that is what it is for.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}  # key -> the line it is first written on
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the constructor below refuses it
+                    continue
+                if first is not None:
+                    raise DuplicateKeyError(
+                        f"key {short_repr(key)} is written twice in one mapping, on line {first} and on line "
+                        f"{line}; YAML would keep only the second silently: write it once")
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_yaml(text: str, what: str, source: str | None = None) -> Any:
-    """yaml.safe_load, with every failure as a ConfigError, and the result checked to be of a config's size.
+    """The one YAML parser of fcc: yaml.safe_load that refuses duplicate keys, with every failure as a
+    ConfigError, and the result checked to be of a config's size.
 
     PyYAML raises more than YAMLError on bad input: ValueError for an impossible date ("2001-02-30") or
     "!!int abc", AttributeError for "!!timestamp x", RecursionError for very deep nesting. ``what``
-    prefixes parse errors ("x.yaml: not valid YAML"); ``source`` names the input in the size check
-    (by default ``what`` without its "not valid YAML" ending).
+    prefixes parse errors ("x.yaml: not valid YAML"); ``source`` names the input in the size check and
+    for a duplicate key (by default ``what`` without its "not valid YAML" ending).
     """
+    if source is None:
+        source = re.sub(r":( value is)? not valid YAML$", "", what)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: no Python objects
+    except DuplicateKeyError as err:
+        raise ConfigError(f"{source}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{what}: {err}") from None
     except (ValueError, TypeError, AttributeError, OverflowError, RecursionError, MemoryError) as err:
         raise ConfigError(f"{what}: {type(err).__name__}: {short_repr(str(err), 300)}") from None
-    if source is None:
-        source = re.sub(r":( value is)? not valid YAML$", "", what)
     check_config_size(data, source)
     return data
+
+
+def load_yaml_file(path: str | Path, what: str) -> Any:
+    """A YAML file a user names or a run folder holds (``what`` it is: "config file", "sweep spec", ...),
+    read through the bounded reader and ``parse_yaml``; every failure is a ConfigError naming the file."""
+    text = read_input_text(path, what, ConfigError, files.MAX_YAML_BYTES)
+    return parse_yaml(text, f"{path}: not valid YAML", str(path))
 
 
 def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -130,8 +171,7 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if resolved in _seen:
         chain = " -> ".join(str(p) for p in (*_seen, resolved))
         raise ConfigError(f"{path}: circular 'base' chain: {chain}")
-    text = read_input_text(path, "config file", ConfigError)
-    data = parse_yaml(text, f"{path}: not valid YAML", str(path))
+    data = load_yaml_file(path, "config file")
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from fcc_lt.util.errors import ConfigError, short_repr
+from fcc_lt.util.files import MAX_YAML_BYTES, open_input
 from fcc_lt.util.typecheck import suggest
 
 RECIPES = Path(__file__).resolve().parents[1] / "configs"
@@ -55,14 +56,15 @@ def shipped_sweeps() -> dict[str, Path]:
 def title(path: Path) -> str:
     """A recipe's one-line description: its first comment line (before any key)."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle.read(64 * 1024).splitlines():
-                if line.startswith("#"):
-                    return line.lstrip("#").strip()
-                if line.strip():
-                    break
-    except (OSError, UnicodeDecodeError):
-        pass
+        with open_input(path, "recipe", ConfigError, MAX_YAML_BYTES) as handle:  # not a FIFO, not huge
+            head = handle.read(64 * 1024).decode("utf-8")
+    except (ConfigError, OSError, UnicodeDecodeError):
+        return ""
+    for line in head.splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+        if line.strip():
+            break
     return ""
 
 

@@ -23,6 +23,7 @@ from fcc_lt.config.schema import DataConfig
 from fcc_lt.data.datasets import ArrayDataset, DataSplits
 from fcc_lt.data.download import download, extract_folder, md5sum
 from fcc_lt.util.errors import DataError
+from fcc_lt.util.files import open_input
 from fcc_lt.util.registry import DATASETS
 
 # Normalisation of the original code, used for both CIFAR-10 and CIFAR-100.
@@ -128,13 +129,11 @@ class _CifarUnpickler(pickle.Unpickler):
 
 
 def _unpickle(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
+    with open_input(path, "CIFAR python batch file") as f:  # a regular file of bounded size, or a DataError
+        try:
             raw = _CifarUnpickler(f, encoding="bytes").load()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file is missing") from None
-    except Exception as err:  # any unpickling failure means a corrupt or foreign file
-        raise DataError(f"{path}: not a CIFAR python batch file ({type(err).__name__}: {err})") from None
+        except Exception as err:  # any unpickling failure means a corrupt or foreign file
+            raise DataError(f"{path}: not a CIFAR python batch file ({type(err).__name__}: {err})") from None
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected a pickled dict, got {type(raw).__name__}")
     return {(k.decode("latin1") if isinstance(k, bytes) else str(k)): v for k, v in raw.items()}

@@ -17,13 +17,15 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from fcc_lt.util.errors import DataError
+from fcc_lt.util.files import open_input
 
 CHUNK = 1 << 20
 
 
 def md5sum(path: Path) -> str:
+    """The MD5 of a file read in chunks (a FIFO or a device is a DataError, as for every input file)."""
     digest = hashlib.md5()
-    with open(path, "rb") as f:
+    with open_input(path, "file to checksum", max_bytes=1 << 40) as f:
         for block in iter(lambda: f.read(CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()

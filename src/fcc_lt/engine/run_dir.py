@@ -62,7 +62,7 @@ def record_resume_changes(run_dir: Path, cfg: Config, resumed_at: str) -> dict[s
 
     Returns {key: (old, new)}; nothing is written when nothing changed.
     """
-    from fcc_lt.config.load import read_yaml
+    from fcc_lt.config.load import load_yaml_file, read_yaml
 
     path = Path(run_dir) / "config.yaml"
     before = flat_keys(read_yaml(path))
@@ -73,7 +73,7 @@ def record_resume_changes(run_dir: Path, cfg: Config, resumed_at: str) -> dict[s
     history_path = Path(run_dir) / "config_history.yaml"
     history: list[Any] = []
     if history_path.exists():
-        loaded = yaml.safe_load(history_path.read_text(encoding="utf-8"))
+        loaded = load_yaml_file(history_path, "resume history")
         history = loaded if isinstance(loaded, list) else []
     history.append({"time": time.strftime("%Y-%m-%d %H:%M:%S"), "resumed_at": resumed_at,
                     "changes": {k: {"old": old, "new": new} for k, (old, new) in changes.items()}})

@@ -13,6 +13,7 @@ checkpoint's tensors, so a crafted config cannot make us allocate a model far la
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> Config:
     """The resolved config a run directory was started with (its config.yaml), optionally overridden."""
     run_dir = Path(run_dir)
     path = run_dir / "config.yaml"
-    if not path.is_file():
+    if not os.path.lexists(path):  # anything else there (a folder, a FIFO) is named by the bounded reader
         raise ConfigError(f"{run_dir} is not a run directory: {path} is missing (a run directory is what "
                           "`fcc train` writes; a run stopped before it wrote its config has nothing to resume: "
                           "start it again from its config file)")

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from fcc_lt.config.load import load_yaml_file
 from fcc_lt.util.errors import ConfigError, DataError
 from fcc_lt.util.files import read_input, read_input_text
 from fcc_lt.util.run_lock import is_locked
@@ -102,8 +101,8 @@ def _runs_below(path: Path) -> list[Path]:
 def read_config(run_dir: Path) -> dict[str, Any] | None:
     """The run's resolved config.yaml as a mapping, or None when absent or unreadable."""
     try:
-        data = yaml.safe_load((Path(run_dir) / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, ValueError, UnicodeDecodeError):
+        data = load_yaml_file(Path(run_dir) / CONFIG, "run config")
+    except ConfigError:
         return None
     return data if isinstance(data, dict) else None
 

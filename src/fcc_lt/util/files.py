@@ -1,6 +1,7 @@
 """Files in and out: bounded reads of user-named files, atomic writes.
 
-Reads accept regular files only and at most a size cap, naming the file in every error. Writes go to a
+Reads (``read_input``, ``read_input_text``: the one reader of files a user names or a run folder holds)
+accept regular files only and at most a size cap, naming the file and the cap in every error. Writes go to a
 temporary file in the same folder, which is flushed, fsynced and renamed over the old one, so a crash,
 a kill or a full disk leaves either the previous file or the new one, never a half-written file.
 """
@@ -10,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from fcc_lt.util.errors import DataError, FccError, OutputError
+from fcc_lt.util.errors import DataError, FccError, OutputError, file_kind, format_size, path_problem
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -79,20 +82,76 @@ def remove_stale_temps(folder: Path) -> list[Path]:
     return removed
 
 
-def read_input(path: str | Path, what: str, error: type[FccError] = DataError) -> bytes:
-    """The bytes of an input file the user named; a missing or unreadable one raises ``error`` that names
-    the path and what the file was meant to be (``what``, e.g. "annotation file")."""
+# What a read accepts by default: far above any annotation file, TFRecord shard or run file fcc writes
+# (an iNaturalist 2018 annotation file is about 60 MiB), far below what exhausts a machine's memory.
+MAX_INPUT_BYTES = 1 << 30
+# Config-like YAML (configs, their bases, sweep specs, a run's config.yaml, original configs): a real one
+# is a few KiB.
+MAX_YAML_BYTES = 16 << 20
+
+
+@contextlib.contextmanager
+def open_input(path: str | Path, what: str, error: type[FccError] = DataError,
+               max_bytes: int | None = None) -> Iterator[BinaryIO]:
+    """An input file the user named or a run folder holds, opened for reading in binary, once it is known to
+    be a regular file (a FIFO or a device would block or never end) of at most ``max_bytes``
+    (``MAX_INPUT_BYTES`` by default). Every failure to open it raises ``error`` naming the path and what the
+    file was meant to be (``what``, e.g. "annotation file"), and its size and the cap when it is too large.
+    For streaming readers (checksums, unpickling); ``read_input`` reads the whole file.
+    """
+    max_bytes = MAX_INPUT_BYTES if max_bytes is None else max_bytes
+    path = Path(path)
+    problem = path_problem(path)
+    if problem is not None:
+        raise error(f"{path}: cannot read {what}: the path {problem}")
     try:
-        return Path(path).read_bytes()
+        # O_NONBLOCK: opening a FIFO without a writer must not wait for one (no effect on regular files)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         raise error(f"{path}: {what} not found") from None
     except (OSError, ValueError) as err:  # ValueError: a path the OS cannot take (an embedded NUL)
         raise error(f"{path}: cannot read {what}: {getattr(err, 'strerror', None) or err}") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise error(f"{path}: cannot read {what}: it is a folder, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise error(f"{path}: cannot read {what}: it is {file_kind(info.st_mode)}, not a regular file")
+        if info.st_size > max_bytes:
+            raise error(f"{path}: cannot read {what}: it is {format_size(info.st_size)}, more than the "
+                        f"{format_size(max_bytes)} such a file may be")
+        os.set_blocking(fd, True)
+        f = os.fdopen(fd, "rb")
+    except OSError as err:
+        os.close(fd)
+        raise error(f"{path}: cannot read {what}: {err.strerror or err}") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        yield f
 
 
-def read_input_text(path: str | Path, what: str, error: type[FccError] = DataError) -> str:
+def read_input(path: str | Path, what: str, error: type[FccError] = DataError,
+               max_bytes: int | None = None) -> bytes:
+    """The bytes of an input file the user named or a run folder holds, read within bounds (``open_input``:
+    a regular file of at most ``max_bytes``, ``MAX_INPUT_BYTES`` by default); every failure raises ``error``
+    naming the path and what the file was meant to be (``what``, e.g. "annotation file")."""
+    max_bytes = MAX_INPUT_BYTES if max_bytes is None else max_bytes
+    with open_input(path, what, error, max_bytes) as f:
+        try:
+            data = f.read(max_bytes + 1)  # a file that grew since it was opened is still bounded
+        except OSError as err:
+            raise error(f"{path}: cannot read {what}: {err.strerror or err}") from None
+    if len(data) > max_bytes:
+        raise error(f"{path}: cannot read {what}: it is more than the {format_size(max_bytes)} such a file may be")
+    return data
+
+
+def read_input_text(path: str | Path, what: str, error: type[FccError] = DataError,
+                    max_bytes: int | None = None) -> str:
     """``read_input`` decoded as UTF-8; undecodable bytes raise ``error`` as well."""
-    data = read_input(path, what, error)
+    data = read_input(path, what, error, max_bytes)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from fcc_lt.config.recipes import shipped_config
+from fcc_lt.util import files
 from fcc_lt.util.errors import ConfigError
 from fcc_lt.util.files import read_input_text
 from fcc_lt.util.typecheck import suggest
@@ -66,7 +67,7 @@ def load_spec(path: Path) -> Spec:
     from fcc_lt.config.load import parse_override, parse_yaml
 
     path = Path(path)
-    source = read_input_text(path, "sweep spec", ConfigError)
+    source = read_input_text(path, "sweep spec", ConfigError, files.MAX_YAML_BYTES)
     raw = parse_yaml(source, f"{path}: not valid YAML")
     if raw is None:
         raw = {}
