@@ -119,3 +119,42 @@ def test_student_loss_equals_a_float64_recomputation(teacher_run: Path, cifar10_
     expected = alpha * T * T * float(kl) + (1 - alpha) * float(bsce)
     assert math.isclose(captured["loss"], expected, rel_tol=1e-4), (captured["loss"], expected)
     assert (tmp_path / "student" / "eval.json").exists()
+
+
+def test_teacher_config_errors_name_the_teacher_and_its_file(teacher_run: Path, tmp_path: Path) -> None:
+    """A teacher's own config with an unknown backbone parameter (or backbone) is the teacher's error: named
+    under distill.teacher with the file it came from, not as if the student's model.backbone_params were
+    wrong (issue 18)."""
+    run = tmp_path / "teacher"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes((teacher_run / "checkpoints" / "last.pt").read_bytes())
+    text = (teacher_run / "config.yaml").read_text()
+    assert "    width: 8\n" in text
+    (run / "config.yaml").write_text(text.replace("    width: 8\n", "    width: 8\n    widht: 8\n"))
+    with pytest.raises(ConfigError) as err:
+        load_teacher(str(run), 10, "cpu")
+    assert str(err.value).startswith(f"distill.teacher: {run / 'config.yaml'}: model.backbone_params.widht: "
+                                     "backbone 'resnet_cifar' has no parameter 'widht'; did you mean 'width'?")
+    saved = torch.load(teacher_run / "checkpoints" / "last.pt", weights_only=True)
+    saved["config"]["model"]["backbone"] = "resnet_cifra"
+    loose = tmp_path / "loose.pt"
+    torch.save(saved, loose)
+    with pytest.raises(CheckpointError) as err:
+        load_teacher(str(loose), 10, "cpu")
+    assert str(err.value).startswith(f"distill.teacher: {loose} (its saved config): model.backbone: unknown "
+                                     "backbone 'resnet_cifra'; did you mean 'resnet_cifar'?")
+
+
+def test_a_teacher_without_the_manifold_mixing_stage_is_refused_at_start(teacher_run: Path, cifar10_root: Path,
+                                                                        tmp_path: Path) -> None:
+    """The teacher mixes its activations where the student does: a 3-stage teacher under a student mixing
+    after stage 4 is refused when the run is built, not at its first step (issue 21)."""
+    out = tmp_path / "student"
+    cfg = load_config(CFG, student_overrides(cifar10_root, out, teacher_run, "model.backbone=resnet10",
+                                             "model.backbone_params={}", "mix.name=manifold_mixup",
+                                             "mix.params={location: stage4}"))
+    with pytest.raises(ConfigError) as err:
+        Trainer(cfg)
+    assert str(err.value) == ("mix.params.location: 'stage4', but the teacher's backbone (distill.teacher) has 3 "
+                              "stages (use stage1..stage3, pool or logits)")
+    assert not (out / "metrics.jsonl").exists()

@@ -112,7 +112,9 @@ def _validate_parts(cfg: Config) -> None:
     from fcc_lt.util.registry import BACKBONES, DATASETS, HEADS, LOSSES, MIXERS, SAMPLERS
 
     DATASETS.get(cfg.data.dataset, "data.dataset")
+    BACKBONES.get(cfg.model.backbone, "model.backbone")  # an unknown name is the name's error, not its params'
     BACKBONES.check_params(cfg.model.backbone, cfg.model.backbone_params, "model.backbone_params")
+    HEADS.get(cfg.model.head, "model.head")
     HEADS.check_params(cfg.model.head, cfg.model.head_params, "model.head_params")
     if cfg.eval.tau_norm is not None and not hasattr(HEADS.get(cfg.model.head), "tau_normalized"):
         raise ConfigError(f"eval.tau_norm: model.head {cfg.model.head!r} cannot be tau-normalised; "

@@ -120,7 +120,7 @@ class Trainer:
         self.objective = build_objective(self.forward, parts)
         self.sampler = build_sampler(cfg, self.splits)
         self.train_loader = build_train_loader(cfg, self.splits, self.sampler, self.ctx)
-        self.mixer.bind(model=self.model, loader=self.train_loader)
+        self.mixer.bind(model=self.model, loader=self.train_loader, teacher=self.teacher)
         self.eval_loaders = {name: build_eval_loader(cfg, self.splits, self.splits.split(name), self.ctx)
                              for name in self.eval_splits}
 

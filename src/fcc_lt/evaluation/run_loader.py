@@ -97,12 +97,20 @@ def _saved_config(state: Mapping[str, Any], path: Path, what: str) -> Config | N
     saved = state.get("config")
     if saved is None:
         return None
+    source = f"{path} (its saved config)"
     try:
-        cfg = from_dict(saved, f"{path} (its saved config)")
+        cfg = from_dict(saved, source)
         validate(cfg)
     except ConfigError as err:
-        raise CheckpointError(f"{what}: {err}") from None
+        raise CheckpointError(_in_file(what, source, err)) from None
     return cfg
+
+
+def _in_file(what: str, source: str | Path, err: Exception) -> str:
+    """``err`` about a run's config, under the key or option that named the run (``what``) and the file the
+    config came from: a teacher's bad backbone parameter is not the student's."""
+    text = str(err)
+    return f"{what}: {text}" if text.startswith(str(source)) else f"{what}: {source}: {text}"
 
 
 def _epoch_of(state: Mapping[str, Any]) -> int | str | None:
@@ -153,7 +161,7 @@ def read_run(source: str | Path, checkpoint: str = "last", *, what: str = "run",
     try:
         cfg = load_run_config(run_dir, overrides) if run_dir is not None else None
     except ConfigError as err:
-        raise ConfigError(f"{what}: {err}") from None
+        raise ConfigError(_in_file(what, run_dir / "config.yaml", err)) from None
     config_source = str(run_dir / "config.yaml") if run_dir is not None else f"{path} (its saved config)"
     if cfg is None:
         cfg = _saved_config(state, path, what)

@@ -115,15 +115,16 @@ class BatchSource(Protocol):
 class Mixer:
     """Base class; the identity mixer leaves the batch as it is.
 
-    ``bind(model=..., loader=...)`` is called once by the trainer after the network and the training
-    loader exist, for mixers that need them (manifold mixup checks its location against the backbone;
-    the bilateral mix draws its second batch from the loader).
+    ``bind(model=..., loader=..., teacher=...)`` is called once by the trainer after the network, the
+    training loader and the optional DiVE teacher exist, for mixers that need them (manifold mixup checks its
+    location against the student's and the teacher's backbone; the bilateral mix draws its second batch from
+    the loader).
     """
 
     def __init__(self, class_counts: Sequence[int]) -> None:
         self.class_counts = list(class_counts)
 
-    def bind(self, *, model: nn.Module | None = None, loader: Any = None) -> None:
+    def bind(self, *, model: nn.Module | None = None, loader: Any = None, teacher: nn.Module | None = None) -> None:
         return None
 
     def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> MixedBatch:
@@ -190,16 +191,22 @@ class ManifoldMixup(BetaMixer):
         super().__init__(class_counts, alpha=alpha)
         self.location = location
 
-    def bind(self, *, model: nn.Module | None = None, loader: Any = None) -> None:
-        if model is None or not self.location.startswith("stage"):
+    def bind(self, *, model: nn.Module | None = None, loader: Any = None, teacher: nn.Module | None = None) -> None:
+        """Check the location against the student's backbone and, since the teacher mixes its own activations
+        at the same place (engine.objective), against the teacher's: both before the first step."""
+        if not self.location.startswith("stage"):
             return
-        stages = getattr(getattr(model, "backbone", None), "stages", None)
-        if stages is None or not hasattr(model.backbone, "stem"):
-            raise ConfigError(f"mix.params.location: {self.location!r} needs a backbone with `stem` and `stages`; "
-                              f"{type(getattr(model, 'backbone', model)).__name__} has none")
-        if int(self.location[5:]) > len(stages):
-            raise ConfigError(f"mix.params.location: {self.location!r}, but the backbone has {len(stages)} stages "
-                              f"(use stage1..stage{len(stages)}, pool or logits)")
+        for network, whose in ((model, "the backbone"), (teacher, "the teacher's backbone (distill.teacher)")):
+            if network is None:
+                continue
+            stages = getattr(getattr(network, "backbone", None), "stages", None)
+            if stages is None or not hasattr(network.backbone, "stem"):
+                raise ConfigError(f"mix.params.location: {self.location!r} needs a backbone with `stem` and "
+                                  f"`stages`; {whose} ({type(getattr(network, 'backbone', network)).__name__}) has "
+                                  "none")
+            if int(self.location[5:]) > len(stages):
+                raise ConfigError(f"mix.params.location: {self.location!r}, but {whose} has {len(stages)} stages "
+                                  f"(use stage1..stage{len(stages)}, pool or logits)")
 
     def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> MixedBatch:
         lam, perm = self.draw_pairing(labels, generator)
@@ -304,7 +311,7 @@ class BilateralMix(BetaMixer):
         super().__init__(class_counts, alpha=alpha)
         self.source: BatchSource | None = None
 
-    def bind(self, *, model: nn.Module | None = None, loader: Any = None) -> None:
+    def bind(self, *, model: nn.Module | None = None, loader: Any = None, teacher: nn.Module | None = None) -> None:
         if loader is None:
             return
         if not callable(getattr(loader, "draw", None)):
