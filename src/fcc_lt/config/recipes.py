@@ -57,7 +57,7 @@ def title(path: Path) -> str:
     """A recipe's one-line description: its first comment line (before any key)."""
     try:
         with open_input(path, "recipe", ConfigError, MAX_YAML_BYTES) as handle:  # not a FIFO, not huge
-            head = handle.read(64 * 1024).decode("utf-8")
+            head = handle.read(64 * 1024).decode("utf-8", errors="replace")
     except (ConfigError, OSError, UnicodeDecodeError):
         return ""
     for line in head.splitlines():
