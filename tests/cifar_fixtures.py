@@ -73,3 +73,15 @@ def make_archive(folder: Path, archive: Path) -> str:
         tar.add(folder, arcname=folder.name)
     archive.write_bytes(buf.getvalue())
     return hashlib.md5(buf.getvalue()).hexdigest()
+
+
+if __name__ == "__main__":  # `python tests/cifar_fixtures.py DIR`: a tiny CIFAR-10 for smoke runs (CI's wheel check)
+    import argparse
+
+    parser = argparse.ArgumentParser(description="write a tiny synthetic CIFAR-10 (official format) into DIR")
+    parser.add_argument("root", type=Path, help="folder that receives cifar-10-batches-py/")
+    parser.add_argument("--per-class-train", type=int, default=100,
+                        help="training images per class (default 100: enough for the shipped IF-100 subsets)")
+    parser.add_argument("--per-class-test", type=int, default=10, help="test images per class (default 10)")
+    args = parser.parse_args()
+    print(write_cifar10(args.root, args.per_class_train, args.per_class_test))

@@ -21,13 +21,14 @@ from fcc_lt.util.errors import FccError
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line: each command family adds its own subcommands."""
-    from fcc_lt.cli import analyze, configs, data, evaluate, experiments, train
+    from fcc_lt.cli import analyze, configs, data, evaluate, experiments, export, train
 
     parser = argparse.ArgumentParser(prog="fcc", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"fcc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     train.add_parsers(sub)
     evaluate.add_parsers(sub)
+    export.add_parsers(sub)
     analyze.add_parsers(sub)
     data.add_parsers(sub)
     experiments.add_sweep_parser(sub)

@@ -127,23 +127,28 @@ class CenterResizeCrop:
         return int(r * width / height), r
 
     def __call__(self, path: str, seed: int = 0) -> np.ndarray:
+        img = _open(path)
+        with img:
+            return self.image(img, path, draft=self.jpeg_draft)
+
+    def image(self, img: Any, path: str = "the image", draft: bool = False) -> np.ndarray:
+        """The same for an image already open (a PIL image, e.g. one given to the Python API); ``img``
+        itself is left as it was unless ``draft`` lets JPEG decoding scale it down (``data.jpeg_draft``)."""
         from PIL import Image
 
-        img = _open(path)
         try:
-            with img:
-                ow, oh = self.target(*img.size)
-                if self.jpeg_draft and img.format == "JPEG":
-                    img.draft("RGB", (ow, oh))
-                if img.mode not in ("RGB", "L"):
-                    img = img.convert("RGB")
-                if img.size != (ow, oh):
-                    img = img.resize((ow, oh), Image.BILINEAR)
-                top = round((oh - self.size) / 2.0)
-                left = round((ow - self.size) / 2.0)
-                if (ow, oh) != (self.size, self.size):
-                    img = img.crop((left, top, left + self.size, top + self.size))
-                return _finish(img, path)
+            ow, oh = self.target(*img.size)
+            if draft and img.format == "JPEG":
+                img.draft("RGB", (ow, oh))
+            if img.mode not in ("RGB", "L"):
+                img = img.convert("RGB")
+            if img.size != (ow, oh):
+                img = img.resize((ow, oh), Image.BILINEAR)
+            top = round((oh - self.size) / 2.0)
+            left = round((ow - self.size) / 2.0)
+            if (ow, oh) != (self.size, self.size):
+                img = img.crop((left, top, left + self.size, top + self.size))
+            return _finish(img, path)
         except DecodeError:
             raise
         except Exception as err:  # truncated data and the like surface while decoding

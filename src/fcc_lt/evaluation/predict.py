@@ -65,7 +65,8 @@ def collect_images(inputs: Iterable[str]) -> list[str]:
     return paths
 
 
-def _transform_and_normalisation(cfg: Config) -> tuple[CenterResizeCrop, Sequence[float], Sequence[float]]:
+def transform_and_normalisation(cfg: Config) -> tuple[CenterResizeCrop, Sequence[float], Sequence[float]]:
+    """A run's evaluation preprocessing: the image transform (resize, centre crop) and the mean / std."""
     d = cfg.data
     if d.dataset in ("cifar10", "cifar100"):
         return CenterResizeCrop(32, 1.0, d.jpeg_draft), *cifar_mean_std(d)
@@ -90,7 +91,7 @@ def predict(run_dir: Path, cfg: Config, inputs: Sequence[str], *, checkpoint: st
     model, device = run.model, run.device
     num_classes = num_classes_of(run)
     names = run.class_names or [str(c) for c in range(num_classes)]
-    transform, mean, std = _transform_and_normalisation(cfg)
+    transform, mean, std = transform_and_normalisation(cfg)
     files = ImageFiles(paths, torch.zeros(len(paths), dtype=torch.long), "the images to predict")
     plan = _Sequential(range(len(paths)), batch_size)
     loader = _data_loader(files, transform, plan, workers=min(workers_for(cfg.data), 4), prefetch=2,
