@@ -113,12 +113,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="results of run directories: seeds grouped (mean, sd), FCC's paired gain "
                        "with a 95%% t-interval", description="fcc report DIR... [--group-by KEYS] "
                        "[--format md|csv|json]; DIR is a run directory or a folder of them (see docs/reports.md)")
-    p.add_argument("runs", nargs="*", metavar="DIR", help="run directories, or folders searched for them")
+    p.add_argument("runs", nargs="*", metavar="DIR", type=argtypes.path,
+                   help="run directories, or folders searched for them")
     p.add_argument("--group-by", metavar="KEYS",
                    help="group by these comma-separated keys instead of 'everything but the seed': dataset, "
                         "imbalance_factor, backbone, epochs, method, fcc, seed, or config keys such as train.lr")
     p.add_argument("--format", choices=["md", "markdown", "csv", "json"], default="md")
-    p.add_argument("--eval-file", default="eval.json",
+    p.add_argument("--eval-file", default="eval.json", type=argtypes.path,
                    help="the result file of each run (default eval.json, the run's own; e.g. eval_last_test.json "
                         "for what `fcc eval RUN` wrote)")
     p.add_argument("--out", metavar="DIR", help="also write report.md/.csv/.json and the group figures into DIR")
@@ -135,18 +136,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
              "clusters": "per-class spread / nearest-centre distance and feature norms against class rank"}
     for kind, text in kinds.items():
         q = plot_sub.add_parser(kind, help=text, description=text)
-        q.add_argument("runs", nargs="*", metavar="DIR", help="run directories, or folders searched for them")
+        q.add_argument("runs", nargs="*", metavar="DIR", type=argtypes.path,
+                       help="run directories, or folders searched for them")
         q.add_argument("--out", metavar="DIR", help="folder for the figures (default: the one DIR named)")
         if kind in ("per-class", "clusters"):
             q.add_argument("--group-by", metavar="KEYS", help="as for fcc report")
         if kind in ("per-class", "clusters", "confusion"):
-            q.add_argument("--eval-file", default="eval.json")
+            q.add_argument("--eval-file", default="eval.json", type=argtypes.path)
         if kind == "confusion":
-            q.add_argument("--blocks", type=int, help="number of blocks of class ranks (default: one per class "
-                           "up to 30 classes, else 30)")
+            q.add_argument("--blocks", type=int_at_least(1), help="number of blocks of class ranks (default: one "
+                           "per class up to 30 classes, else 30)")
         if kind == "features":
             q.add_argument("--projection", choices=["pca", "tsne", "umap"], default="pca",
                            help="pca (default, always available); tsne needs scikit-learn, umap umap-learn")
-            q.add_argument("--max-points", type=int, default=5000, help="test samples drawn per run (default 5000)")
-            q.add_argument("--seed", type=int, default=0, help="seed of the sample drawn and of t-SNE/UMAP")
+            q.add_argument("--max-points", type=int_at_least(3), default=5000,
+                           help="test samples drawn per run (default 5000)")
+            q.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the sample drawn and of t-SNE/UMAP")
         q.set_defaults(func=cmd_plot)

@@ -77,8 +77,7 @@ def plot_confusion_run(run_dir: Path, out_dir: Path, blocks: int | None = None,
     """`fcc plot confusion RUN`: confusion.csv in rank order with the training counts of eval.json."""
     run_dir = Path(run_dir)
     names, counts = read_confusion(run_dir)
-    result = read_eval(run_dir, eval_file)
-    train_counts = result.get("train_counts") if isinstance(result, dict) else None
+    train_counts = read_eval(run_dir, eval_file).train_counts
     if not isinstance(train_counts, list) or len(train_counts) != len(names):
         raise DataError(f"{run_dir / eval_file}: no train_counts for the {len(names)} classes of confusion.csv")
     return plot_confusion_ranked(counts, names, [int(c) for c in train_counts], out_dir, blocks=blocks)

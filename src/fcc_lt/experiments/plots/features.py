@@ -9,7 +9,7 @@ import numpy as np
 
 from fcc_lt.evaluation.metrics import shot_groups
 from fcc_lt.experiments.plots.style import new_figure, paper_style, rank_order, run_labels, save_figure
-from fcc_lt.experiments.run_folder import read_config, read_features_npz
+from fcc_lt.experiments.run_folder import config_or_none, read_features_npz
 from fcc_lt.util.errors import ConfigError
 
 PROJECTIONS = ("pca", "tsne", "umap")
@@ -70,7 +70,7 @@ def _pca_k(x: np.ndarray, k: int) -> np.ndarray:
 def _run_title(run_dir: Path, label: str) -> str:
     from fcc_lt.experiments.report import fcc_label, method_label
 
-    cfg = read_config(run_dir)
+    cfg = config_or_none(run_dir)
     if cfg is None:
         return label
     fcc = fcc_label(cfg)
@@ -98,7 +98,7 @@ def plot_feature_projection(run_dirs: Sequence[Path], out_dir: Path, projection:
         panels.append((run_dir, data, rows, coords, axis_labels))
     thresholds = []
     for r in run_dirs:
-        ev = (read_config(r) or {}).get("eval") or {}
+        ev = (config_or_none(r) or {}).get("eval") or {}
         thresholds.append((int(ev.get("many_shot_min", 101)), int(ev.get("few_shot_max", 19))))
     markers = {"many": ("o", "head: many-shot"), "medium": ("s", "medium-shot"), "few": ("^", "tail: few-shot")}
     with paper_style():

@@ -10,15 +10,23 @@ fcc_lt.experiments.report.compare.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fcc_lt.experiments.run_folder import RunFileError, read_config, read_eval, read_feature_json, run_status
+from fcc_lt.experiments.run_folder import (
+    EVAL_METRICS,
+    RunFileError,
+    config_or_none,
+    read_config,
+    read_eval,
+    read_feature_json,
+    run_status,
+)
+from fcc_lt.util.errors import path_problem
 
-ACCURACY_METRICS = ("top1", "top5", "mean_class", "many", "medium", "few")
+ACCURACY_METRICS = EVAL_METRICS
 # the feature-cluster statistics of features.json (`fcc eval RUN --features`), by report name
 FEATURE_METRICS = {
     "spread_ratio": ("mean_spread_ratio",),
@@ -67,12 +75,22 @@ def _resolve_reference(value: str, run_dir: Path) -> tuple[Path, str | None] | N
     bases = [Path()] if raw.is_absolute() else [Path(), *run_dir.resolve().parents]
     for base in bases:
         candidate = base / raw
-        if (candidate / "config.yaml").is_file():
+        if _is_file(candidate / "config.yaml"):
             return candidate, None
         parent = candidate.parent
-        if parent.name == "checkpoints" and (parent.parent / "config.yaml").is_file():
+        if parent.name == "checkpoints" and _is_file(parent.parent / "config.yaml"):
             return parent.parent, candidate.name
     return None
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file, False for a path no file can have (too long once joined to a folder) or cannot reach."""
+    if path_problem(path) is not None:
+        return False
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def config_identity(cfg: dict[str, Any], run_dir: Path, depth: int = 0) -> dict[str, str]:
@@ -88,7 +106,7 @@ def config_identity(cfg: dict[str, Any], run_dir: Path, depth: int = 0) -> dict[
             continue
         if key in REFERENCE_KEYS and isinstance(value, str) and depth < 4:
             ref = _resolve_reference(value, run_dir)
-            ref_cfg = read_config(ref[0]) if ref else None
+            ref_cfg = config_or_none(ref[0]) if ref else None
             if ref is not None and ref_cfg is not None:
                 for sub, sub_value in config_identity(ref_cfg, ref[0], depth + 1).items():
                     out[f"{key}.run.{sub}"] = sub_value
@@ -147,7 +165,7 @@ def method_label(cfg: dict[str, Any], run_dir: Path, depth: int = 0) -> str:
         if not isinstance(value, str):
             continue
         ref = _resolve_reference(value, run_dir) if depth < 4 else None
-        ref_cfg = read_config(ref[0]) if ref else None
+        ref_cfg = config_or_none(ref[0]) if ref else None
         if ref is not None and ref_cfg is not None:
             shown = method_label(ref_cfg, ref[0], depth + 1)
             shown += "" if fcc_label(ref_cfg) == "-" else f" + {fcc_label(ref_cfg)}"
@@ -208,12 +226,6 @@ class ReportRun:
         return frozenset((k, v) for k, v in self.identity.items() if k.startswith("fcc."))
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def _dig(data: Any, keys: Sequence[str]) -> Any:
     for key in keys:
         if not isinstance(data, dict):
@@ -223,14 +235,19 @@ def _dig(data: Any, keys: Sequence[str]) -> Any:
 
 
 def collect_run(run_dir: Path, eval_file: str = "eval.json") -> ReportRun:
-    """Read a run directory; an unfinished or broken one comes back with its state, never an exception."""
-    status = run_status(run_dir)
-    cfg = read_config(run_dir)
+    """Read a run directory; an unfinished or broken one comes back with its state and why (the file and
+    field that failed), never an exception."""
+    try:
+        cfg = read_config(run_dir)
+    except RunFileError:
+        cfg = None
+    status = run_status(run_dir, cfg)
     run = ReportRun(run_dir, status.state, status.detail, cfg)
-    if cfg is not None:
-        run.seed = cfg.get("seed")
-        run.identity = config_identity(cfg, run_dir)
-        run.columns = run_columns(cfg, run_dir)
+    if cfg is None:
+        return run
+    run.seed = cfg.get("seed")
+    run.identity = config_identity(cfg, run_dir)
+    run.columns = run_columns(cfg, run_dir)
     if status.state != "finished":
         return run
     try:
@@ -238,33 +255,22 @@ def collect_run(run_dir: Path, eval_file: str = "eval.json") -> ReportRun:
     except RunFileError as err:
         run.state, run.detail = "failed", err.detail
         return run
-    if not isinstance(result, dict) or _number(result.get("top1")) is None:
-        run.state, run.detail = "failed", f"{eval_file} has no top1"
-        return run
-    if result.get("smoke"):  # fcc train --smoke: a few steps and batches, its numbers mean nothing
+    if result.smoke:  # fcc train --smoke: a few steps and batches, its numbers mean nothing
         run.state = "smoke"
         run.detail = "a smoke run (fcc train --smoke): not a result"
         return run
-    for metric in ACCURACY_METRICS:
-        run.metrics[metric] = _number(result.get(metric))
-    per_class = result.get("per_class")
-    if isinstance(per_class, list):
-        run.per_class = [_number(v) for v in per_class]
-    names, counts = result.get("class_names"), result.get("train_counts")
-    if isinstance(names, list) and run.per_class is not None and len(names) == len(run.per_class):
-        run.class_names = [str(n) for n in names]
-    if isinstance(counts, list) and run.per_class is not None and len(counts) == len(run.per_class):
-        run.train_counts = [int(c) for c in counts]
+    if result.flags:  # values that cannot be true: never averaged
+        run.state = "flagged"
+        run.detail = f"{eval_file}: " + "; ".join(result.flags)
+        return run
+    run.metrics.update(result.metrics)
+    run.per_class, run.class_names, run.train_counts = result.per_class, result.class_names, result.train_counts
     try:
         features = read_feature_json(run_dir)
     except RunFileError as err:
         if not err.missing:
-            run.detail = err.detail
+            run.detail = f"feature statistics left out: {err.detail}"
         return run
-    if not isinstance(features, dict):
-        run.detail = "features.json is not a mapping"
-    else:
-        for metric, keys in FEATURE_METRICS.items():
-            run.metrics[metric] = _number(_dig(features, keys))
+    for metric, keys in FEATURE_METRICS.items():
+        run.metrics[metric] = _dig(features, keys)
     return run
-

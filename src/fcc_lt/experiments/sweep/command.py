@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from fcc_lt.experiments.run_folder import read_sweep_record
+from fcc_lt.experiments.run_folder import RunFileError, read_sweep_record
 from fcc_lt.experiments.sweep.local import ProcessPool
 from fcc_lt.experiments.sweep.plan import LOG_NAME, Planned, expand, plan, refusal, spec_differences, write_record
 from fcc_lt.experiments.sweep.processes import threads_per_run
@@ -103,10 +103,15 @@ def run_sweep(spec_path: Path, options: SweepOptions, stream: TextIO | None = No
         slurm_options = check_options(spec, options.slurm, options.executor)
         require_submitit(options.executor)
     runs = expand(spec)
-    previous = read_sweep_record(spec.out)
+    record_note = []
+    try:
+        previous = read_sweep_record(spec.out)
+    except RunFileError as err:  # the run directories are what counts; the record is rewritten below
+        previous, record_note = None, [f"{err}; the previous record is ignored (each run directory's own files "
+                                       "decide) and replaced"]
     jobs = dict((previous or {}).get("jobs") or {})
     planned = plan(spec, runs, rerun_changed=options.rerun_changed, executor=options.executor, jobs=jobs)
-    notes = spec_differences(previous, spec, runs)
+    notes = record_note + spec_differences(previous, spec, runs)
     refused = refusal(spec, planned)
     if options.dry_run:
         print_plan(spec, planned, notes, stream, commands=True)

@@ -202,6 +202,8 @@ def _plan_counts(planned: list[Any]) -> str:
         if p.action == "skip":
             word = "finished" if p.status.finished else ("running elsewhere" if p.status.state == "running"
                                                          else "queued on SLURM")
+        elif p.action == "refuse" and not p.changes:
+            word = "refused (unreadable)"
         else:
             word = _ACTION_WORDS[p.action]
         counts[word] += 1

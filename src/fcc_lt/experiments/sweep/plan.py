@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from fcc_lt.experiments.run_folder import SWEEP_RECORD, RunStatus, read_config, run_status
+from fcc_lt.experiments.run_folder import CONFIG, SWEEP_RECORD, RunStatus, config_or_none, run_status
 from fcc_lt.experiments.sweep.spec import SPEC_KEYS, UNSAFE_CHARS, ConfigEntry, Spec, yaml_value
 from fcc_lt.util.errors import ConfigError, FccError
 
@@ -200,9 +200,10 @@ def plan(spec: Spec, runs: list[Run], *, rerun_changed: bool, executor: str,
     planned = []
     for run in runs:
         status = run_status(run.run_dir)
-        stored = read_config(run.run_dir) if status.state != "missing" else None
+        stored = config_or_none(run.run_dir) if status.state != "missing" else None
         changes = config_changes(stored, run.resolved) if stored is not None else []
         job_state = job_states.get(run.name) if status.state not in ("finished", "running") else None
+        broken = status.state == "unreadable" or (status.state == "missing" and (run.run_dir / CONFIG).exists())
         if status.state == "running":
             note = f"; its config differs from the spec: {describe_changes(changes)}" if changes else ""
             p = Planned(run, status, "skip", f"running (another process holds {run.run_dir / '.lock'}){note}",
@@ -211,6 +212,8 @@ def plan(spec: Spec, runs: list[Run], *, rerun_changed: bool, executor: str,
             action = "attach" if executor == "slurm" else "skip"
             job_id = str((jobs or {})[run.name]["job_id"])
             p = Planned(run, status, action, f"queued on SLURM as job {job_id} ({job_state})", job_id=job_id)
+        elif broken:  # never trained over: the files say something went wrong, and what
+            p = Planned(run, status, "refuse", f"cannot be read: {status.detail}")
         elif changes and status.state != "empty":
             p = Planned(run, status, "retrain" if rerun_changed else "refuse",
                         f"{status.state}, but its config differs from the spec: {describe_changes(changes)}", changes)
@@ -225,15 +228,22 @@ def plan(spec: Spec, runs: list[Run], *, rerun_changed: bool, executor: str,
 
 
 def refusal(spec: Spec, planned: list[Planned]) -> ConfigError | None:
-    """The error for runs whose directories hold another config than the spec asks for, if any."""
-    refused = [p for p in planned if p.action == "refuse"]
-    if not refused:
-        return None
-    lines = [f"  {p.run.run_dir}: {describe_changes(p.changes)}" for p in refused]
-    return ConfigError(f"{spec.path}: {len(refused)} run(s) in {spec.out} were started with another config than "
-                       "the spec asks for now:\n" + "\n".join(lines) + "\nRestore the spec, choose another `out:`, "
-                       "or pass --rerun-changed to train them again from scratch (their checkpoints, metrics "
-                       "and results are replaced)")
+    """The error for runs whose directories hold another config than the spec asks for, or files that
+    cannot be read, if any."""
+    changed = [p for p in planned if p.action == "refuse" and p.changes]
+    broken = [p for p in planned if p.action == "refuse" and not p.changes]
+    parts = []
+    if changed:
+        lines = [f"  {p.run.run_dir}: {describe_changes(p.changes)}" for p in changed]
+        parts.append(f"{len(changed)} run(s) in {spec.out} were started with another config than the spec asks for "
+                     "now:\n" + "\n".join(lines) + "\nRestore the spec, choose another `out:`, or pass --rerun-changed "
+                     "to train them again from scratch (their checkpoints, metrics and results are replaced)")
+    if broken:
+        lines = [f"  {p.run.run_dir}: {p.status.detail}" for p in broken]
+        parts.append(f"{len(broken)} run director{'y' if len(broken) == 1 else 'ies'} in {spec.out} hold files "
+                     "that cannot be read:\n" + "\n".join(lines) + "\nRepair or remove the file named (or the run "
+                     "directory), or choose another `out:`")
+    return ConfigError(f"{spec.path}: " + "\n".join(parts)) if parts else None
 
 
 # -------------------------------------------------------------------------------------------- record
