@@ -305,6 +305,72 @@ def test_progress_lines_in_place_on_a_terminal_and_events_elsewhere(workdir: Pat
     assert re.search(r"finished base__seed0 after 1:05", lines[1])
 
 
+def test_a_grid_too_large_is_refused_before_it_is_expanded(workdir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """128**3 grid combinations x 2 seeds: counted and refused at once, without resolving a single config (each
+    run's config used to be resolved first: hours for a spec like this, even with --dry-run)."""
+    import fcc_lt.config.load
+
+    calls = []
+
+    def counting_load_config(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        if len(calls) > 50:
+            raise RuntimeError("the grid is being expanded run by run")
+        return real(*args, **kwargs)
+
+    real = fcc_lt.config.load.load_config
+    monkeypatch.setattr(fcc_lt.config.load, "load_config", counting_load_config)
+    values = [round(0.01 * i, 2) for i in range(1, 129)]
+    grid = {"fcc.gamma": values, "train.lr": values, "train.momentum": values}
+    spec = write_spec(workdir / "big.yaml", {"configs": ["base.yaml"], "seeds": [0, 1], "grid": grid})
+    assert sweep_main(str(spec), "--dry-run") == 2
+    err = capsys.readouterr().err
+    assert "the spec makes 4194304 runs (1 config(s) x 2097152 grid combination(s) x 2 seed(s)), more than the limit " \
+           "of 1000" in err and "--max-runs 4194304" in err and len(err.splitlines()) == 1
+    assert not calls
+    # the limit is the user's to raise, and a spec within it is planned as before
+    small = write_spec(workdir / "small.yaml", {"configs": ["base.yaml"], "seeds": [0, 1, 2],
+                                                "grid": {"train.lr": [0.1, 0.2, 0.3, 0.4]}})
+    assert sweep_main(str(small), "--dry-run", "--max-runs", "11") == 2
+    assert "makes 12 runs (1 config(s) x 4 grid combination(s) x 3 seed(s)), more than the limit of 11" in \
+        capsys.readouterr().err
+    assert sweep_main(str(small), "--dry-run", "--max-runs", "12") == 0
+    assert "12 run(s): 12 to train" in capsys.readouterr().out and len(calls) == 12
+
+
+@pytest.mark.slow
+def test_a_run_another_sweep_started_first_is_running_elsewhere_not_failed(
+        workdir: Path, cifar10_root: Path, child_env: None, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Two sweeps over one folder race for a run: both see it unstarted, the other one's `fcc train` takes the
+    run directory's lock first, and this sweep's is refused by the lock. That is the lock doing its job, not a
+    failed run: reported as running elsewhere, exit 0."""
+    from fcc_lt.experiments.sweep import local
+
+    spec = write_spec(workdir / "s.yaml", {"out": "runs/r", "configs": ["base.yaml"],
+                                           "overrides": tiny_overrides(cifar10_root)})
+    run_dir = workdir / "runs" / "r" / "base__seed0"
+    real_status = local.run_status
+
+    def other_sweep_wins(path: Path) -> object:
+        status = real_status(path)  # this sweep's last look: not started
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock_run_dir(run_dir)  # ... and the other sweep's `fcc train` takes the lock before ours
+        return status
+
+    monkeypatch.setattr(local, "run_status", other_sweep_wins)
+    try:
+        assert sweep_main(str(spec)) == 0
+    finally:
+        unlock_run_dir(run_dir)
+    out = capsys.readouterr().out
+    assert "FAILED" not in out and "failed" not in out.split("\nsweep runs/r:")[1]
+    assert re.search(r"skipped base__seed0: running elsewhere \(another fcc process held runs/r/base__seed0/\.lock",
+                     out), out
+    assert "is in use by another fcc process" in (run_dir / "train.log").read_text()
+
+
 # ----------------------------------------------------------------------------------------- training
 
 

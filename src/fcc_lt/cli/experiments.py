@@ -18,7 +18,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     slurm = {"partition": args.slurm_partition, "time": args.slurm_time, "gpus": args.slurm_gpus,
              "cpus": args.slurm_cpus, "mem_gb": args.slurm_mem_gb, "account": args.slurm_account}
     options = SweepOptions(parallel=args.parallel, dry_run=args.dry_run, rerun_changed=args.rerun_changed,
-                           executor=args.executor, gpus=parse_gpus(args.gpus), no_wait=args.no_wait, slurm=slurm)
+                           executor=args.executor, gpus=parse_gpus(args.gpus), no_wait=args.no_wait, slurm=slurm,
+                           max_runs=args.max_runs)
     return run_sweep(resolve_sweep(args.spec), options)
 
 
@@ -87,6 +88,9 @@ def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
                    help="runs at once (default 1; on SLURM the most jobs running at once, default no limit); "
                         "locally each run gets max(1, cores // N) CPU threads and all share the GPU")
     p.add_argument("--dry-run", action="store_true", help="list the runs, their states and commands; train nothing")
+    p.add_argument("--max-runs", type=int_at_least(1), default=1000, metavar="N",
+                   help="refuse a spec that makes more than N runs (default 1000), counted before anything is "
+                        "expanded")
     p.add_argument("--rerun-changed", action="store_true",
                    help="train runs whose directory holds another config than the spec asks for again from "
                         "scratch (default: refuse, naming the differing keys)")

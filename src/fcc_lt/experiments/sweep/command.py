@@ -19,10 +19,11 @@ from fcc_lt.experiments.run_folder import RunFileError, read_sweep_record
 from fcc_lt.experiments.sweep.local import ProcessPool
 from fcc_lt.experiments.sweep.plan import LOG_NAME, Planned, expand, plan, refusal, spec_differences, write_record
 from fcc_lt.experiments.sweep.processes import threads_per_run
-from fcc_lt.experiments.sweep.spec import load_spec
+from fcc_lt.experiments.sweep.spec import Spec, load_spec, run_count
 from fcc_lt.util.errors import ConfigError, FccError
 
 EXECUTORS = ("process", "slurm", "local")
+DEFAULT_MAX_RUNS = 1000
 
 
 def prepare_datasets(todo: list[Planned], stream: TextIO, strict: bool) -> None:
@@ -61,7 +62,7 @@ def prepare_datasets(todo: list[Planned], stream: TextIO, strict: bool) -> None:
 
 @dataclass
 class SweepOptions:
-    """The command-line options of `fcc sweep` (see build_parser in fcc_lt.cli.main)."""
+    """The command-line options of `fcc sweep` (see fcc_lt.cli.experiments)."""
 
     parallel: int | None = None  # None: 1 on this machine, no limit on SLURM
     dry_run: bool = False
@@ -70,6 +71,17 @@ class SweepOptions:
     gpus: list[str] | None = None
     no_wait: bool = False
     slurm: dict[str, Any] = field(default_factory=dict)  # --slurm-* options given, over the spec's slurm:
+    max_runs: int = DEFAULT_MAX_RUNS  # --max-runs: a spec that makes more runs is refused before it is expanded
+
+
+def check_size(spec: Spec, limit: int) -> None:
+    """Refuse a spec that makes more than ``limit`` runs, counted from its lists before any run is expanded
+    (every run's config is resolved and checked before the first starts, so a grid of hundreds of
+    thousands would otherwise take hours before a plan, a refusal or a first run)."""
+    total, parts = run_count(spec)
+    if total > limit:
+        raise ConfigError(f"{spec.path}: the spec makes {total} runs ({parts}), more than the limit of {limit}; "
+                          f"make the grid smaller, or pass --max-runs {total} to sweep them all")
 
 
 def parse_gpus(text: str | None) -> list[str] | None:
@@ -96,6 +108,7 @@ def run_sweep(spec_path: Path, options: SweepOptions, stream: TextIO | None = No
     if options.gpus and options.executor != "process":
         raise ConfigError("--gpus is for --executor process; on SLURM ask for GPUs with --slurm-gpus")
     spec = load_spec(spec_path)
+    check_size(spec, options.max_runs)
     slurm_options: dict[str, Any] = {}
     if options.executor != "process":
         from fcc_lt.experiments.sweep.slurm import check_options, require_submitit

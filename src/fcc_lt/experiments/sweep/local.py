@@ -16,7 +16,7 @@ from typing import Any
 
 from fcc_lt.experiments.run_folder import run_status
 from fcc_lt.experiments.sweep.plan import Planned
-from fcc_lt.experiments.sweep.processes import Outcome, child_env, failure_line, open_log, stop_signals
+from fcc_lt.experiments.sweep.processes import Outcome, child_env, elsewhere, failure_line, open_log, stop_signals
 
 
 class ProcessPool:
@@ -72,6 +72,8 @@ class ProcessPool:
         elif code == 0:
             state = run_status(p.run.run_dir).state
             outcome = Outcome("failed", code, f"exited 0 but the run is {state}", elapsed)
+        elif (why := elsewhere(p.run.run_dir, p.run.log_path)) is not None:
+            outcome = Outcome("skipped", code, why, elapsed)
         else:
             outcome = Outcome("failed", code, failure_line(p.run.log_path), elapsed)
         self.display.ended(p, outcome)

@@ -60,7 +60,8 @@ def open_log(run: Any, args: list[str]) -> Any:
 
 
 def failure_line(log_path: Path) -> str:
-    """The message a failed run ended with: its last 'error:' line, else its last line."""
+    """The message a failed run ended with: its last 'error:' line, else its last line (of the log's last
+    16 KiB, after the header of the last attempt)."""
     try:
         with open(log_path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -68,10 +69,35 @@ def failure_line(log_path: Path) -> str:
             lines = [line.strip() for line in f.read().decode("utf-8", "replace").splitlines() if line.strip()]
     except OSError:
         return ""
+    headers = [i for i, line in enumerate(lines) if line.startswith("===== ") and " fcc sweep: " in line]
+    if headers:
+        lines = lines[headers[-1] + 1:]
     for line in reversed(lines):
         if line.startswith("error:"):
             return line
     return lines[-1] if lines else ""
+
+
+# what `fcc train` says when another process holds the run directory's lock (fcc_lt.util.run_lock.lock_run_dir)
+LOCK_REFUSAL = "is in use by another fcc process"
+
+
+def elsewhere(run_dir: Path, log_path: Path) -> str | None:
+    """Why a run whose process failed is not a failure of this sweep: another process held the run
+    directory's lock when this one started it (two sweeps over one folder race for a run; the lock lets
+    one of them train it). 'running elsewhere' or 'finished elsewhere', else None."""
+    from fcc_lt.experiments.run_folder import run_status
+    from fcc_lt.util.run_lock import is_locked
+
+    if LOCK_REFUSAL not in failure_line(log_path):
+        return None
+    if is_locked(run_dir):
+        state = "running"
+    elif run_status(run_dir).finished:
+        state = "finished"
+    else:  # the other process ended without finishing it: a failure to see
+        return None
+    return f"{state} elsewhere (another fcc process held {Path(run_dir) / '.lock'} when this sweep started it)"
 
 
 @dataclass

@@ -456,4 +456,8 @@ def _outcome(p: Any, job: Any, started: float, stopping: bool, outcome_cls: Any,
         return outcome_cls("stopped", code, "stopped by the sweep; resumes on the next `fcc sweep`", elapsed)
     if code == 0:
         return outcome_cls("failed", 0, f"exited 0 but the run is {run_status(p.run.run_dir).state}", elapsed)
+    from fcc_lt.experiments.sweep.processes import elsewhere
+
+    if (why := elsewhere(p.run.run_dir, p.run.log_path)) is not None:
+        return outcome_cls("skipped", code, why, elapsed)
     return outcome_cls("failed", code, failure_line(p.run.log_path), elapsed)

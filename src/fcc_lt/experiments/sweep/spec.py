@@ -217,3 +217,13 @@ def _spec_configs(path: Path, entries: Any) -> list[ConfigEntry]:
         out.append(names[name])
     return out
 
+
+def run_count(spec: Spec) -> tuple[int, str]:
+    """How many runs the spec makes (configs x grid combinations x seeds), from the lengths of its lists
+    alone, and the product spelled out."""
+    combinations = 1
+    for values in spec.grid.values():
+        combinations *= len(values)
+    total = len(spec.configs) * combinations * len(spec.seeds)
+    grid = f" x {combinations} grid combination(s)" if spec.grid else ""
+    return total, f"{len(spec.configs)} config(s){grid} x {len(spec.seeds)} seed(s)"
