@@ -315,7 +315,7 @@ def run_status(run_dir: Path, config: dict[str, Any] | None = None) -> RunStatus
     except RunFileError as err:
         return RunStatus("unreadable", None, epochs, err.detail)
     epoch = max((r["epoch"] for r in records), default=None)
-    if (run_dir / EVAL).is_file() and epoch is not None and epochs is not None and epoch >= epochs:
+    if os.path.lexists(run_dir / EVAL) and epoch is not None and epochs is not None and epoch >= epochs:
         return RunStatus("finished", epoch, epochs)
     if epoch is not None or (run_dir / "checkpoints" / "last.pt").is_file():
         return RunStatus("stopped", epoch, epochs, f"stopped after epoch {epoch or 0} of {epochs}")
