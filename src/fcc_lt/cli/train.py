@@ -6,9 +6,13 @@ import argparse
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fcc_lt.util import argtypes
 from fcc_lt.util.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fcc_lt.config.schema import Config
 
 
 def _split_config_and_overrides(items: list[str]) -> tuple[str | None, list[str]]:
@@ -95,11 +99,35 @@ def cmd_config(args: argparse.Namespace) -> int:
     from fcc_lt.config.explain import explain, render
 
     config_path, overrides = _split_config_and_overrides(args.items)
-    _, rows = explain(config_path, overrides)
+    cfg, rows = explain(config_path, overrides)
+    unchecked = start_checks(cfg)
     sys.stdout.write(render(rows))
-    print(f"# valid: {config_path or 'the defaults'} with {len(overrides)} override(s) passes every check "
-          "made before training (data files are read only when training starts)")
+    last = Path(cfg.out or "runs/default") / "checkpoints" / "last.pt"
+    if last.exists():
+        print(f"# note: out {cfg.out} already holds a run: `fcc train` refuses it unless --resume (continue it) or "
+              "--overwrite (replace it)")
+    print(f"# valid: {config_path or 'the defaults'} with {len(overrides)} override(s) passes every check `fcc train` "
+          f"makes before training, and the files it names are there; not checked: {'; '.join(unchecked)}")
     return 0
+
+
+def start_checks(cfg: Config) -> list[str]:
+    """What `fcc train` would find missing when it starts, checked now without reading the data: the
+    checkpoints that model.init_from and distill.teacher name are readable files, the dataset is where
+    data.* says (or can be fetched), a validation split exists where eval needs one. Raises the error
+    training would raise; returns what stays unchecked, for `fcc config` to say so."""
+    from fcc_lt.data.build import data_presence
+    from fcc_lt.models.checkpoint_file import check_checkpoint_source
+
+    sources = [(key, value) for key, value in (("model.init_from", cfg.model.init_from),
+                                               ("distill.teacher", cfg.distill.teacher)) if value]
+    for key, source in sources:
+        check_checkpoint_source(source, key)
+    unchecked = data_presence(cfg)
+    if sources:
+        unchecked.append(f"what {' and '.join(key for key, _ in sources)} hold (weights, shapes, class count: "
+                         "read when training starts)")
+    return unchecked
 
 
 CONFIG_HELP = ("a config: a YAML file, or the name of a shipped one such as cifar10_lt/ce_fcc_if100 (`fcc configs` "

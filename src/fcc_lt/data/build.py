@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from fcc_lt.config.schema import Config
@@ -9,7 +11,7 @@ from fcc_lt.data.augment import ColorJitter, Compose, Normalize, PadCropFlip
 from fcc_lt.data.datasets import ArrayDataset, DataSplits, LabelledDataset
 from fcc_lt.data.loader import DeviceEvalLoader, DeviceLoader, EvalLoader, Sampler, TrainLoader
 from fcc_lt.util.distributed import DistContext
-from fcc_lt.util.errors import ConfigError, DataError
+from fcc_lt.util.errors import ConfigError, DataError, file_problem, path_problem
 from fcc_lt.util.registry import DATASETS
 
 
@@ -20,6 +22,56 @@ def build_splits(cfg: Config) -> DataSplits:
 
         splits = add_extra_train(splits, cfg.data.extra_train_json)
     return splits
+
+
+def data_presence(cfg: Config) -> list[str]:
+    """Whether the data a run needs is where the config says, from names only (no file is read): a
+    DataError / ConfigError naming the key for what is missing, else what could not be checked this way.
+    `fcc config` reports it; training finds the same when it starts (and reads what is listed)."""
+    d, root = cfg.data, Path(cfg.data.root).expanduser()
+    has_val: bool | None
+    if d.dataset in ("cifar10", "cifar100"):
+        from fcc_lt.data.cifar import presence
+
+        unchecked = presence(d, d.dataset)
+        has_val = d.val_per_class > 0
+    elif d.dataset == "json":
+        for key in ("train_json", "test_json", "val_json"):
+            if getattr(d, key):
+                _need(f"data.{key}", Path(getattr(d, key)).expanduser(), "annotation file")
+        if d.image_root:
+            _need("data.image_root", Path(d.image_root).expanduser(), "folder")
+        unchecked = ["the annotation files' contents and the image files (read when training starts)"]
+        has_val = bool(d.val_json)
+    elif d.dataset == "image_folder":
+        for split in ("train", "test"):
+            _need("data.root", root / split, "folder")
+        unchecked = [f"the class folders and image files under {root} (read when training starts)"]
+        has_val = (root / "val").is_dir()
+    else:
+        unchecked = [f"the data of data.dataset {d.dataset!r} (read when training starts)"]
+        has_val = None
+    if d.extra_train_json:
+        _need("data.extra_train_json", Path(d.extra_train_json).expanduser(), "annotation file")
+    e = cfg.eval
+    if has_val is False and (e.checkpoint == "best" or e.split == "val"):
+        key = "eval.checkpoint: best" if e.checkpoint == "best" else "eval.split: val"
+        raise ConfigError(f"{key} needs a validation split, and this config's data has none: set "
+                          "data.val_per_class > 0 (CIFAR) or data.val_json (image datasets), or use "
+                          "eval.checkpoint=last / eval.split=test")
+    return unchecked
+
+
+def _need(key: str, path: Path, kind: str) -> None:
+    """DataError naming ``key`` unless ``path`` is a folder (``kind`` "folder") or a regular file."""
+    if kind == "folder":
+        problem = path_problem(path) or (None if path.is_dir() else "is not a folder" if os.path.lexists(path)
+                                         else "does not exist")
+    else:
+        problem = file_problem(path)
+    if problem is not None:
+        raise DataError(f"{key}: {path} {problem}" + (" (a folder is expected)" if kind == "folder" else
+                                                      f" (an {kind} is expected)"))
 
 
 def build_train_loader(cfg: Config, splits: DataSplits, sampler: Sampler, ctx: DistContext) -> TrainLoader:

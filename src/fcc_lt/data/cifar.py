@@ -205,6 +205,8 @@ def locate(spec: CifarSpec, root: Path, allow_download: bool) -> Path:
                 stacklevel=3,
             )
         return folder
+    if _too_deep(spec, root):  # never download a second copy inside the first
+        raise DataError(f"{spec.name} is not under {root} (no {root / spec.folder}/).{_too_deep(spec, root)}")
     archive = root / spec.archive
     if not archive.is_file():
         if not allow_download:
@@ -223,7 +225,35 @@ def locate(spec: CifarSpec, root: Path, allow_download: bool) -> Path:
 def _missing_message(spec: CifarSpec, root: Path, reason: str) -> str:
     return (f"{spec.name} is not under {root} and could not be fetched ({reason}). "
             f"Download {spec.url} (MD5 {spec.archive_md5}) and put {spec.archive} in {root}/ "
-            f"(or extract it there so that {root / spec.folder}/ exists), then run again.")
+            f"(or extract it there so that {root / spec.folder}/ exists), then run again.{_too_deep(spec, root)}")
+
+
+def _too_deep(spec: CifarSpec, root: Path) -> str:
+    """A hint when data.root names the extracted folder itself (one level too deep) instead of its parent."""
+    if root.name == spec.folder or (root / spec.train_files[0][0]).exists():
+        return (f" data.root {root} looks like the extracted {spec.folder} folder itself: data.root is the folder "
+                f"that holds it; did you mean data.root={root.parent}?")
+    return ""
+
+
+def presence(cfg: DataConfig, key: str) -> list[str]:
+    """Whether a run could find this CIFAR copy, from names only (nothing read): DataError as training would
+    raise it when it is neither there, nor in an archive there, nor downloadable; else what stays unchecked."""
+    spec = SPECS[key]
+    root = Path(cfg.root).expanduser()
+    folder = root / spec.folder
+    if not folder.is_dir() and _too_deep(spec, root):
+        raise DataError(f"{spec.name} is not under {root} (no {folder}/).{_too_deep(spec, root)}")
+    if folder.is_dir():
+        missing = [name for name, _ in (*spec.train_files, *spec.test_files) if not (folder / name).is_file()]
+        if missing:
+            raise DataError(f"{folder}: incomplete {spec.name} folder, missing {', '.join(missing)}")
+        return [f"the contents of the {spec.name} files in {folder} (checksums, images: read when training starts)"]
+    if (root / spec.archive).is_file():
+        return [f"{root / spec.archive} (checked and extracted when training starts)"]
+    if cfg.download:
+        return [f"the download of {spec.name} into {root} (data.download: true; it happens when training starts)"]
+    raise DataError(_missing_message(spec, root, "downloads are off (data.download: false)"))
 
 
 # ------------------------------------------------------------------------------------- long tailing

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from fcc_lt.util.errors import CheckpointError
-from fcc_lt.util.files import atomic_write_bytes
+from fcc_lt.util.files import atomic_write_bytes, open_input
 
 FORMAT = "fcc-checkpoint"
 
@@ -65,6 +65,21 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
 def _is_state_dict(value: Any) -> bool:
     return isinstance(value, Mapping) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in value.items())
+
+
+def check_checkpoint_source(source: str | Path, what: str) -> Path:
+    """The checkpoint file ``source`` names (a file, or a run directory's last.pt), opened once through the
+    bounded reader to show that it is a readable regular file; CheckpointError naming ``what`` (the key,
+    e.g. ``model.init_from``) otherwise. What it holds is read when it is used."""
+    try:
+        path = resolve_checkpoint(source)
+    except CheckpointError as err:
+        raise CheckpointError(f"{what}: {err}") from None
+    except (OSError, ValueError) as err:  # a name the OS cannot take
+        raise CheckpointError(f"{what}: {source}: not a usable path ({err})") from None
+    with open_input(path, f"{what} checkpoint", CheckpointError, max_bytes=1 << 40):
+        pass
+    return path
 
 
 def resolve_checkpoint(path_or_run: str | Path, which: str = "last") -> Path:
