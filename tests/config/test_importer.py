@@ -575,3 +575,51 @@ def test_unreadable_original_files_are_config_errors(text: str | bytes, message:
     assert main(["import-config", str(path)]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    # each of these was a traceback: arithmetic on the value before its type or range was checked
+    ({"DATASET": {"IMBALANCECIFAR": {"RATIO": 0}}},
+     "DATASET.IMBALANCECIFAR.RATIO: expected a ratio > 0 (n_min / n_max, e.g. 0.01), got 0"),  # ZeroDivisionError
+    ({"DATASET": {"IMBALANCECIFAR": {"RATIO": "abc"}}},
+     "DATASET.IMBALANCECIFAR.RATIO: expected a finite number (the original's default is 0.01), got 'abc'"),
+    ({"TRAIN": {"MAX_EPOCH": "abc"}}, "TRAIN.MAX_EPOCH: expected an integer (the original's default is 60), got 'abc'"),
+    ({"TRAIN": {"MAX_EPOCH": 0}}, "TRAIN.MAX_EPOCH: expected a number of epochs in [1, 100000], got 0"),
+    ({"TRAIN": {"LR_SCHEDULER": {"LR_STEP": 160}}},
+     "TRAIN.LR_SCHEDULER.LR_STEP: expected a list (the original's default is [40, 50]), got 160"),
+    ({"TRAIN": {"LR_SCHEDULER": {"LR_STEP": "(160, 'x')"}}},
+     "TRAIN.LR_SCHEDULER.LR_STEP: expected a list of integer epochs in [0, 100000], got (160, 'x')"),
+    ({"TRAIN": {"TWO_STAGE": {"DRW": True, "START_EPOCH": "abc"}}},
+     "TRAIN.TWO_STAGE.START_EPOCH: expected an integer (the original's default is 1), got 'abc'"),
+    ({"VALID_STEP": "abc"}, "VALID_STEP: expected an integer (the original's default is 5), got 'abc'"),
+    ({"NAME": [1, 2]}, "NAME: expected a string (the original's default is 'default'), got [1, 2]"),
+    ({"LOSS": {"LOSS_TYPE": [1, 2]}}, "LOSS.LOSS_TYPE: expected a string"),  # TypeError: unhashable
+    ({"TRAIN": {"COMBINER": {"TYPE": {"a": 1}}}}, "TRAIN.COMBINER.TYPE: expected a string"),
+    ({"TRAIN": {"BATCH_SIZE": {"a": 1}}}, "TRAIN.BATCH_SIZE: expected an integer"),  # KeyError
+    ({"TRAIN": {"OPTIMIZER": {"BASE_LR": 10**400}}}, "TRAIN.OPTIMIZER.BASE_LR: expected a finite number"),
+    ({"FCC": {"GAMMA": 10**400}}, "FCC.GAMMA: expected a finite number"),  # OverflowError
+    ({"TRAIN": 5}, "'TRAIN' must be a section (a mapping of keys), got 5"),
+    ({"FCC": {"GAMA": 0.5}}, "'FCC.GAMA' is not a key of the original code's config; did you mean 'FCC.GAMMA'?"),
+])
+def test_original_values_are_checked_against_the_originals_defaults_first(
+        changes: dict[str, Any], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "original.yaml"
+    path.write_text(original("cifar", changes))
+    assert main(["import-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: ") and message in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"INPUT_SIZE": [224]}, "INPUT_SIZE: expected a pair (height, width) of integer sizes in [1, 4096], got [224]"),
+    ({"INPUT_SIZE": "abc"}, "INPUT_SIZE: expected a list (the original's default is (224, 224)), got 'abc'"),
+    ({"TRANSFORMS": {"TEST_TRANSFORMS": 5}},
+     "TRANSFORMS.TEST_TRANSFORMS: expected a list (the original's default is ('shorter_resize_for_crop', "),
+    ({"TRANSFORMS": {"TRAIN_TRANSFORMS": [1, 2]}}, "TRANSFORMS.TRAIN_TRANSFORMS: expected a list of transform names"),
+    ({"TRANSFORMS": {"PROCESS_DETAIL": {"RANDOM_RESIZED_CROP": {"SCALE": [0.08]}}}},
+     "TRANSFORMS.PROCESS_DETAIL.RANDOM_RESIZED_CROP.SCALE: expected a pair of numbers (min, max), got [0.08]"),
+])
+def test_image_dataset_values_are_checked_before_use(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        convert(yaml.safe_load(original("imagenet", changes)), "original.yaml")
+    assert str(err.value).startswith("original.yaml: ") and message in str(err.value)

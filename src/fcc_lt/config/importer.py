@@ -33,7 +33,7 @@ from fcc_lt.config.original import (
     SAMPLERS,
     TEST_OPS,
     Reader,
-    check_known,
+    check_original,
     flat,
     literal,
 )
@@ -416,7 +416,7 @@ def convert(original: dict[str, Any], source: str = "original config") -> tuple[
     if not isinstance(original, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
     original = literal(original)
-    check_known(original, ORIGINAL_DEFAULTS, source)
+    check_original(original, source)
     get = Reader(deep_merge(copy.deepcopy(ORIGINAL_DEFAULTS), original), source)
     notes: list[str] = []
     out: dict[str, Any] = {"out": str(Path(get("OUTPUT_DIR")) / get("NAME")), "data": {}, "model": {},
@@ -460,7 +460,10 @@ def import_config(path: Path) -> tuple[str, list[str]]:
     original = load_yaml_file(path, "original config")
     mapping, notes = convert(original or {}, str(path))
     cfg = from_dict(mapping, f"{path} (imported)")
-    validate(cfg)
+    try:
+        validate(cfg)
+    except ConfigError as err:  # a value the original accepted and fcc does not: name the file it came from
+        raise ConfigError(f"{path} (imported): {err}") from None
     header = [f"# Imported from the original code's config {path} by `fcc import-config`:",
               "# the run the original code gives (its epochs and switches, FCC's index-ranked rounded factors,",
               "# remix's batch-mean weights), except the defects fcc fixes on purpose (docs/differences.md)."]

@@ -6,9 +6,11 @@ importer (``fcc_lt.config.importer``) reads a file merged on those defaults.
 from __future__ import annotations
 
 import ast
+import math
 from typing import Any
 
-from fcc_lt.util.errors import ConfigError
+from fcc_lt.util.errors import ConfigError, short_repr
+from fcc_lt.util.typecheck import suggest
 
 # The original's defaults (lib/config/default.py of the FCC code; bag-of-tricks has the same without the
 # FCC node): what an unset key means there.
@@ -112,15 +114,86 @@ def literal(value: Any) -> Any:
     return value
 
 
-def check_known(raw: dict[str, Any], schema: dict[str, Any], source: str, prefix: str = "") -> None:
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond the float range
+        return False
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and _finite(value)
+
+
+def _pair(test: Any) -> Any:
+    return lambda v: len(v) == 2 and all(test(x) for x in v)
+
+
+# What the importer computes with, checked when it reads the key (``Reader``), beyond the type of the default
+# (which ``check_original`` checks for every key up front, as yacs did): (test, what is expected).
+VALUES: dict[str, tuple[Any, str]] = {
+    "DATASET.IMBALANCECIFAR.RATIO": (lambda v: v > 0, "a ratio > 0 (n_min / n_max, e.g. 0.01)"),
+    "DATASET.IMBALANCECIFAR.RANDOM_SEED": (lambda v: 0 <= v < 2**32, "a seed in [0, 2**32)"),
+    "DATASET.CAM_NUMBER_THRES": (lambda v: v >= 0, "a count >= 0"),
+    "INPUT_SIZE": (_pair(lambda n: _is_int(n) and 1 <= n <= 4096), "a pair (height, width) of integer sizes in "
+                   "[1, 4096]"),
+    "TRAIN.MAX_EPOCH": (lambda v: 1 <= v <= 100_000, "a number of epochs in [1, 100000]"),
+    "TRAIN.BATCH_SIZE": (lambda v: v >= 1, "a batch size >= 1"),
+    "TEST.BATCH_SIZE": (lambda v: v >= 1, "a batch size >= 1"),
+    "TRAIN.LR_SCHEDULER.LR_STEP": (lambda v: all(_is_int(n) and 0 <= n <= 100_000 for n in v),
+                                   "a list of integer epochs in [0, 100000]"),
+    "TRAIN.TWO_STAGE.START_EPOCH": (lambda v: 0 <= v <= 100_000, "an epoch in [0, 100000]"),
+    "FCC.START_EPOCH": (lambda v: -1 <= v <= 100_000, "an epoch in [-1, 100000]"),
+    "VALID_STEP": (lambda v: -1 <= v <= 100_000, "a number of epochs in [-1, 100000] (-1: no validation)"),
+    "TRANSFORMS.TRAIN_TRANSFORMS": (lambda v: all(isinstance(x, str) for x in v), "a list of transform names"),
+    "TRANSFORMS.TEST_TRANSFORMS": (lambda v: all(isinstance(x, str) for x in v), "a list of transform names"),
+    "TRANSFORMS.PROCESS_DETAIL.RANDOM_RESIZED_CROP.SCALE": (_pair(_is_number), "a pair of numbers (min, max)"),
+    "TRANSFORMS.PROCESS_DETAIL.RANDOM_RESIZED_CROP.RATIO": (_pair(_is_number), "a pair of numbers (min, max)"),
+}
+
+
+def _expected(default: Any) -> tuple[Any, str]:
+    """(a test, its description) of the type of the original's default value, as yacs checked it (a list for
+    a tuple and back; here also an integer for a float, which yacs refused)."""
+    if isinstance(default, bool):
+        return (lambda v: isinstance(v, bool)), "true or false"
+    if isinstance(default, int):
+        return _is_int, "an integer"
+    if isinstance(default, float):
+        return _is_number, "a finite number"
+    if isinstance(default, str):
+        return (lambda v: isinstance(v, str)), "a string"
+    if isinstance(default, (list, tuple)):
+        return (lambda v: isinstance(v, (list, tuple))), "a list"
+    raise AssertionError(f"no type for the default {default!r}")
+
+
+def check_original(raw: dict[str, Any], source: str, schema: dict[str, Any] = ORIGINAL_DEFAULTS,
+                   prefix: str = "") -> None:
+    """Every key of an original config file is one of the original's (with "did you mean"), every section a
+    mapping, and every value of the type of the original's default, before anything is computed from it;
+    ConfigError naming the file and the key otherwise. (What a value must be beyond its type is checked when
+    the importer reads it: ``VALUES``.)"""
     for key, value in raw.items():
         dotted = f"{prefix}{key}"
         if key not in schema:
-            raise ConfigError(f"{source}: {dotted!r} is not a key of the original code's config")
-        if isinstance(schema[key], dict):
+            hint = suggest(dotted, flat(ORIGINAL_DEFAULTS)) if len(dotted) <= 200 else ""
+            raise ConfigError(f"{source}: {short_repr(dotted)} is not a key of the original code's config{hint}")
+        default = schema[key]
+        if isinstance(default, dict):
             if not isinstance(value, dict):
-                raise ConfigError(f"{source}: {dotted!r} must be a section")
-            check_known(value, schema[key], source, dotted + ".")
+                raise ConfigError(f"{source}: {dotted!r} must be a section (a mapping of keys), got "
+                                  f"{short_repr(value)}")
+            check_original(value, source, default, dotted + ".")
+            continue
+        test, what = _expected(default)
+        if not test(value):
+            raise ConfigError(f"{source}: {dotted}: expected {what} (the original's default is {default!r}), got "
+                              f"{short_repr(value)}")
 
 
 def flat(tree: dict[str, Any], prefix: str = "") -> list[str]:
@@ -147,8 +220,12 @@ class Reader:
         return node
 
     def __call__(self, dotted: str) -> Any:
+        """A value the imported config is computed from: checked against ``VALUES`` first."""
         self.used.add(dotted)
-        return self.value(dotted)
+        value = self.value(dotted)
+        if dotted in VALUES and not VALUES[dotted][0](value):
+            raise self.error(f"{dotted}: expected {VALUES[dotted][1]}, got {short_repr(value)}")
+        return value
 
     def unused(self, keys: str | tuple[str, ...], why: str) -> None:
         for key in (keys,) if isinstance(keys, str) else keys:
