@@ -18,7 +18,7 @@ from fcc_lt.config.importer import import_config
 from fcc_lt.config.load import load_config
 from fcc_lt.engine.run_dir import record_resume_changes
 from fcc_lt.evaluation.run_loader import load_run_config
-from fcc_lt.experiments.run_folder import read_config
+from fcc_lt.experiments.run_folder import RunFileError, read_config
 from fcc_lt.experiments.sweep.spec import load_spec
 from fcc_lt.util import files
 from fcc_lt.util.errors import ConfigError
@@ -90,7 +90,8 @@ def test_duplicates_in_a_run_folder(tmp_path: Path) -> None:
     (run / "config.yaml").write_text("seed: 0\nseed: 1\n")
     with pytest.raises(ConfigError, match=rf"^{run / 'config.yaml'}: key 'seed' is written twice"):
         load_run_config(run)
-    assert read_config(run) is None  # fcc report / plot / sweep: an unreadable config, not a traceback
+    with pytest.raises(RunFileError, match="key 'seed' is written twice"):  # fcc report / plot / sweep
+        read_config(run)
     short = ["train.milestones=[3]", "train.warmup_epochs=0"]
     (run / "config.yaml").write_text(load_config(None, ["train.epochs=4", *short]).dump())
     (run / "config_history.yaml").write_text("- time: a\n  time: b\n")
