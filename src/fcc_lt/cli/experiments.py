@@ -54,7 +54,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if not args.runs:
         raise ConfigError(f"fcc plot {args.kind}: name one or more run directories")
     skipped: list[str] = []
-    if args.kind in ("per-class", "clusters"):
+    if args.kind in ("per-class", "clusters", "margins", "scale"):
         written, skipped = plots.grouped_plot(args.kind, args.runs, _plot_out(args), args.group_by, args.eval_file)
     elif args.kind == "curves":
         written, skipped = plots.curves_plot(args.runs, _plot_out(args))
@@ -137,15 +137,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
              "curves": "training loss, train/test accuracy and learning rate of one or several runs",
              "confusion": "a run's confusion matrix in rank order, row-normalised, blocks above 30 classes",
              "features": "2-D projection of the test features (features.npz) of one or several runs",
-             "clusters": "per-class spread / nearest-centre distance and feature norms against class rank"}
+             "clusters": "per-class spread / nearest-centre distance and feature norms against class rank",
+             "margins": "margin distributions by shot group (analysis.json of `fcc analyze`), one line per group",
+             "scale": "test accuracy against a common feature scale, with and without the bias (analysis.json)"}
     for kind, text in kinds.items():
         q = plot_sub.add_parser(kind, help=text, description=text)
         q.add_argument("runs", nargs="*", metavar="DIR", type=argtypes.path,
                        help="run directories, or folders searched for them")
         q.add_argument("--out", metavar="DIR", help="folder for the figures (default: the one DIR named)")
-        if kind in ("per-class", "clusters"):
+        if kind in ("per-class", "clusters", "margins", "scale"):
             q.add_argument("--group-by", metavar="KEYS", help="as for fcc report")
-        if kind in ("per-class", "clusters", "confusion"):
+        if kind in ("per-class", "clusters", "confusion", "margins", "scale"):
             q.add_argument("--eval-file", default="eval.json", type=argtypes.path)
         if kind == "confusion":
             q.add_argument("--blocks", type=int_at_least(1), help="number of blocks of class ranks (default: one "

@@ -1,11 +1,11 @@
 """The one reader of run directories: which folders are runs, what state each is in, and its files.
 
 A run directory is a folder holding ``config.yaml``; `fcc train` leaves ``metrics.jsonl``, ``eval.json``,
-``confusion.csv`` and (with `fcc eval --features`) ``features.json`` / ``features.npz`` beside it, and a
-sweep folder holds ``sweep.json``. `fcc report`, `fcc plot` and `fcc sweep` read them here and nowhere
-else, from the files alone (no torch import, no dataset, no checkpoint). Evaluation, below this block,
-loads models through fcc_lt.evaluation.run_loader and sees a run that is training through
-fcc_lt.util.run_lock.is_locked.
+``confusion.csv``, (with `fcc eval --features`) ``features.json`` / ``features.npz`` and (with `fcc analyze`)
+``analysis.json`` beside it, and a sweep folder holds ``sweep.json``. `fcc report`, `fcc plot` and
+`fcc sweep` read them here and nowhere else, from the files alone (no torch import, no dataset, no
+checkpoint). Evaluation, below this block, loads models through fcc_lt.evaluation.run_loader and sees a
+run that is training through fcc_lt.util.run_lock.is_locked.
 
 Run directories are untrusted input, like configs: every file is read through the bounded reader of
 fcc_lt.util.files and checked against its schema (fcc_lt.experiments.run_schema), and a file that fails
@@ -43,12 +43,14 @@ EVAL = "eval.json"
 FEATURES = "features.json"
 FEATURES_NPZ = "features.npz"
 CONFUSION = "confusion.csv"
+ANALYSIS = "analysis.json"
 SWEEP_RECORD = "sweep.json"
 MAX_RUNS = 100_000  # run directories below the folders named; a search stops with an error beyond this
 
-__all__ = ["CONFIG", "EVAL", "EVAL_METRICS", "EvalResult", "RunFileError", "RunStatus", "config_or_none",
-           "find_run_dirs", "last_epoch", "read_config", "read_confusion", "read_eval", "read_feature_json",
-           "read_feature_stats", "read_features_npz", "read_metrics", "read_sweep_record", "run_status"]
+__all__ = ["ANALYSIS", "CONFIG", "EVAL", "EVAL_METRICS", "EvalResult", "RunFileError", "RunStatus",
+           "config_or_none", "find_run_dirs", "last_epoch", "read_analysis", "read_config", "read_confusion",
+           "read_eval", "read_feature_json", "read_feature_stats", "read_features_npz", "read_metrics",
+           "read_sweep_record", "run_status"]
 
 
 class RunFileError(DataError):
@@ -198,6 +200,12 @@ def read_feature_json(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / FEATURES
     data = _json(path, "feature statistics (`fcc eval RUN --features` writes them)")
     return _checked(path, run_schema.check_features, data)
+
+
+def read_analysis(run_dir: Path) -> dict[str, Any]:
+    """analysis.json of `fcc analyze`, checked (RunFileError with ``missing`` when absent)."""
+    path = Path(run_dir) / ANALYSIS
+    return _checked(path, run_schema.check_analysis, _json(path, "analyses (`fcc analyze RUN` writes them)"))
 
 
 def read_feature_stats(run_dir: Path) -> dict[str, Any]:

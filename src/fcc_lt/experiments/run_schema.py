@@ -279,6 +279,80 @@ def check_features(data: Any) -> dict[str, Any]:
     return out
 
 
+# ----------------------------------------------------------------------------------------- analysis.json
+
+SHOT_GROUPS = ("many", "medium", "few")
+ANALYSIS_ACCURACIES = ("top1", "mean_class", *SHOT_GROUPS)
+
+
+def _numbers(value: Any, where: str, length: int | None = None, nullable: bool = True) -> list[float | None]:
+    items = listing(value, where)
+    if length is not None and len(items) != length:
+        raise BadField(where, f"expected {length} entries, got {len(items)}")
+    return [number(v, f"{where}[{i}]", nullable=nullable) for i, v in enumerate(items)]
+
+
+def _numbers_of(value: Any, where: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """A mapping whose ``keys`` (those present) are numbers or null; other keys pass as plain values."""
+    data = mapping(value, where)
+    return {**{k: plain(v, f"{where}.{k}") for k, v in data.items() if k not in keys},
+            **{k: number(data[k], f"{where}.{k}") for k in keys if k in data}}
+
+
+def _skipped(data: dict[str, Any], where: str) -> bool:
+    if "skipped" in data:
+        text(data["skipped"], f"{where}.skipped")
+        return True
+    return False
+
+
+def check_analysis(data: Any) -> dict[str, Any]:
+    """analysis.json of `fcc analyze`: what a report and the figures read, each part either skipped (with
+    its reason) or complete: norm ratios, margin distributions with their percentiles, the scale sweep's
+    curves (one value per scale), the oracle factor and logit adjustment accuracies; numbers finite or null."""
+    data = mapping(data, "top level")
+    if data.get("format") != "fcc-analysis":
+        raise BadField("format", f"expected 'fcc-analysis', got {short_repr(data.get('format'))}")
+    out = dict(data)
+    ratio = mapping(data.get("norm_ratio"), "norm_ratio")
+    out["norm_ratio"] = {**_numbers_of(ratio, "norm_ratio", ("mean",)),
+                         "by_group": _numbers_of(ratio.get("by_group", {}), "norm_ratio.by_group", SHOT_GROUPS)}
+    margins = mapping(data.get("margins"), "margins")
+    out["margins"] = {}
+    for kind in ("logit", "geometric"):
+        where = f"margins.{kind}"
+        part = mapping(margins.get(kind), where)
+        if _skipped(part, where):
+            out["margins"][kind] = part
+            continue
+        checked = {g: _numbers_of(part.get(g), f"{where}.{g}", ("n", "median", "p10", "pct_negative"))
+                   for g in ("all", *SHOT_GROUPS)}
+        pct = mapping(part.get("percentiles"), f"{where}.percentiles")
+        at = _numbers(pct.get("at"), f"{where}.percentiles.at", nullable=False)
+        checked["percentiles"] = {"at": at, **{g: None if pct.get(g) is None else _numbers(
+            pct[g], f"{where}.percentiles.{g}", len(at)) for g in ("all", *SHOT_GROUPS)}}
+        out["margins"][kind] = {**part, **checked}
+    sweep = mapping(data.get("scale_sweep"), "scale_sweep")
+    if not _skipped(sweep, "scale_sweep"):
+        scales = _numbers(sweep.get("scales"), "scale_sweep.scales", nullable=False)
+        curves = {part: {k: _numbers(mapping(sweep.get(part), f"scale_sweep.{part}").get(k),
+                                     f"scale_sweep.{part}.{k}", len(scales)) for k in ANALYSIS_ACCURACIES}
+                  for part in ("with_bias", "zero_bias")}
+        sweep = {**sweep, "scales": scales, **curves,
+                 "best_scale": number(sweep.get("best_scale"), "scale_sweep.best_scale")}
+    out["scale_sweep"] = sweep
+    oracle = mapping(data.get("oracle_factor"), "oracle_factor")
+    out["oracle_factor"] = {k: _numbers_of(oracle.get(k), f"oracle_factor.{k}", ANALYSIS_ACCURACIES)
+                            for k in ("unscaled", "oracle", "difference")}
+    la = mapping(data.get("logit_adjustment"), "logit_adjustment")
+    if not _skipped(la, "logit_adjustment"):
+        la = {**la, "best_t": number(la.get("best_t"), "logit_adjustment.best_t"),
+              **{k: _numbers_of(la.get(k), f"logit_adjustment.{k}", ANALYSIS_ACCURACIES)
+                 for k in ("test", "difference")}}
+    out["logit_adjustment"] = la
+    return out
+
+
 # ------------------------------------------------------------------------------------ confusion.csv, npz
 
 

@@ -1,16 +1,26 @@
 """Figures of report groups (runs that differ only by seed): per-class accuracy against training count,
-and the feature-cluster statistics against class rank; ``plot_report`` draws both for `fcc report --out`."""
+and the feature-cluster statistics against class rank; ``plot_report`` draws them, and the analyses'
+figures (fcc_lt.experiments.plots.analyses), for `fcc report --out`."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fcc_lt.experiments.plots.style import colors, new_figure, paper_style, rank_order, save_figure, shot_bounds
+from fcc_lt.experiments.plots.analyses import analysed, plot_margins, plot_scale_sweep
+from fcc_lt.experiments.plots.style import (
+    group_labels,
+    group_styles,
+    new_figure,
+    paper_style,
+    rank_order,
+    save_figure,
+    shot_bounds,
+)
 from fcc_lt.experiments.run_folder import read_feature_stats
 from fcc_lt.experiments.statistics import mean, sample_sd
 from fcc_lt.util.errors import DataError
@@ -44,31 +54,6 @@ def count_curve(per_class_runs: Sequence[Sequence[float | None]], counts: Sequen
         means.append(m)
         sds.append(sample_sd(per_run))
     return xs, means, sds
-
-
-def group_styles(groups: Sequence[Group]) -> list[tuple[Any, str]]:
-    """A colour per method (with and without FCC share it), solid with FCC, dashed without."""
-    methods: dict[Any, int] = {}
-    for g in groups:
-        methods.setdefault(g.runs[0].pair_key(), len(methods))
-    palette = colors(len(methods))
-    return [(palette[methods[g.runs[0].pair_key()]], "-" if g.runs[0].fcc_on else "--") for g in groups]
-
-
-def group_labels(groups: Sequence[Group]) -> list[str]:
-    """Legend entries: the method and FCC, plus whatever else differs between the plotted groups."""
-    from fcc_lt.experiments.report import COLUMNS
-
-    columns = [g.standard_columns() for g in groups]
-    varying = [c for c in COLUMNS if c not in ("method", "fcc") and len({col[c] for col in columns}) > 1]
-    labels = []
-    for g, col in zip(groups, columns):
-        parts = [col["method"] + ("" if col["fcc"] == "-" else f" + {col['fcc']}")]
-        parts += [f"{COLUMNS[c]} {col[c]}" for c in varying]
-        if g.differs:
-            parts.append(g.differs)
-        labels.append(f"{', '.join(parts)} (n={len(g.runs)})")
-    return labels
 
 
 def _thresholds(groups: Sequence[Group]) -> tuple[int, int]:
@@ -142,7 +127,7 @@ def plot_feature_clusters(groups: Sequence[Group], out_dir: Path, stem: str = "f
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("class rank (1 = most training images)")
             ax.set_ylabel(ylabel)
-        axes[0].set_title("Cluster spread (lower: denser, better separated)")
+        axes[0].set_title("Cluster spread relative to the nearest other centre (scale-free)")
         axes[1].set_title("Test feature norms")
         fig.legend(loc="outside lower center", ncols=min(2, len(groups)), frameon=False)
         return save_figure(fig, out_dir, stem)
@@ -158,6 +143,18 @@ def plot_report(report: Report, out_dir: Path) -> list[Path]:
     with_features = [g for g in report.groups if all(_has_cluster_stats(r.path) for r in g.runs)]
     if with_features:
         written += plot_feature_clusters(with_features, out_dir)
+    written += plot_report_analyses(report, out_dir)
+    return written
+
+
+def plot_report_analyses(report: Report, out_dir: Path) -> list[Path]:
+    """The margin and scale figures of the groups whose every run has an analysis.json (none: nothing)."""
+    groups = [g for g, _ in analysed(report.groups)]
+    if not groups:
+        return []
+    written = plot_margins(groups, out_dir)
+    if any(g for g, _ in analysed(groups, with_scale_sweep=True)):  # heads that normalise features have none
+        written += plot_scale_sweep(groups, out_dir)
     return written
 
 
@@ -185,7 +182,8 @@ def grouped_plot(kind: str, paths: Sequence[str | Path], out_dir: Path, group_by
     skipped = [f"{r.path}: {_why_left_out(r)}, not plotted" for r in report.runs if not r.counted]
     if not report.groups:
         raise DataError("no finished runs to plot (" + "; ".join(skipped) + ")")
-    draw: Callable[[Sequence[Group], Path], list[Path]] = plot_per_class if kind == "per-class" \
-        else plot_feature_clusters
-    return draw(report.groups, out_dir), skipped
+    draws: dict[str, Callable[[Sequence[Group], Path], list[Path]]] = {
+        "per-class": plot_per_class, "clusters": plot_feature_clusters, "margins": plot_margins,
+        "scale": plot_scale_sweep}
+    return draws[kind](report.groups, out_dir), skipped
 

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from fcc_lt.experiments.report import Group
+
 PAPER_STYLE = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 7,
                "xtick.labelsize": 8, "ytick.labelsize": 8, "lines.linewidth": 1.5, "axes.grid": True,
                "grid.alpha": 0.3, "pdf.fonttype": 42}
@@ -79,3 +81,28 @@ def shot_bounds(ax: Axes, many_min: int, few_max: int) -> None:
 def run_labels(run_dirs: Sequence[Path]) -> list[str]:
     names = [Path(r).name for r in run_dirs]
     return [n if names.count(n) == 1 else str(r) for n, r in zip(names, run_dirs)]
+
+
+def group_styles(groups: Sequence[Group]) -> list[tuple[Any, str]]:
+    """A colour per method (with and without FCC share it), solid with FCC, dashed without."""
+    methods: dict[Any, int] = {}
+    for g in groups:
+        methods.setdefault(g.runs[0].pair_key(), len(methods))
+    palette = colors(len(methods))
+    return [(palette[methods[g.runs[0].pair_key()]], "-" if g.runs[0].fcc_on else "--") for g in groups]
+
+
+def group_labels(groups: Sequence[Group]) -> list[str]:
+    """Legend entries: the method and FCC, plus whatever else differs between the plotted groups."""
+    from fcc_lt.experiments.report import COLUMNS
+
+    columns = [g.standard_columns() for g in groups]
+    varying = [c for c in COLUMNS if c not in ("method", "fcc") and len({col[c] for col in columns}) > 1]
+    labels = []
+    for g, col in zip(groups, columns):
+        parts = [col["method"] + ("" if col["fcc"] == "-" else f" + {col['fcc']}")]
+        parts += [f"{COLUMNS[c]} {col[c]}" for c in varying]
+        if g.differs:
+            parts.append(g.differs)
+        labels.append(f"{', '.join(parts)} (n={len(g.runs)})")
+    return labels

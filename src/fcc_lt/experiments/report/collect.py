@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fcc_lt.experiments.report.analysis_metrics import ANALYSIS_METRICS, analysis_metrics
 from fcc_lt.experiments.run_folder import (
     EVAL_METRICS,
     RunFileError,
     config_or_none,
+    read_analysis,
     read_config,
     read_eval,
     read_feature_json,
@@ -36,7 +38,8 @@ FEATURE_METRICS = {
     "compactness": ("compactness",),
     "feature_norm": ("mean_norm",),
 }
-METRICS = (*ACCURACY_METRICS, *FEATURE_METRICS)
+# analysis.json's numbers (`fcc analyze RUN`): fcc_lt.experiments.report.analysis_metrics
+METRICS = (*ACCURACY_METRICS, *FEATURE_METRICS, *ANALYSIS_METRICS)
 
 
 # Config keys that say where or how fast a run ran, not what it computed: runs differing only in these
@@ -206,6 +209,7 @@ class ReportRun:
     train_counts: list[int] | None = None
     duplicate_of: Path | None = None
     group: str | None = None
+    analysis_problem: str = ""  # why an analysis.json that is there was not used
 
     @property
     def name(self) -> str:
@@ -217,13 +221,16 @@ class ReportRun:
 
     @property
     def fcc_on(self) -> bool:
-        return self.identity.get("fcc.enabled") == "true"
+        """FCC in this run or in a run it starts from (a cRT head on an FCC backbone counts as with FCC)."""
+        return any(v == "true" for k, v in self.identity.items()
+                   if k == "fcc.enabled" or k.endswith(".run.fcc.enabled"))
 
     def pair_key(self) -> frozenset[tuple[str, str]]:
         return frozenset((k, v) for k, v in self.identity.items() if not is_fcc_key(k))
 
     def fcc_key(self) -> frozenset[tuple[str, str]]:
-        return frozenset((k, v) for k, v in self.identity.items() if k.startswith("fcc."))
+        """Its FCC settings and those of the run it starts from (a pair row holds one combination)."""
+        return frozenset((k, v) for k, v in self.identity.items() if is_fcc_key(k))
 
 
 def _dig(data: Any, keys: Sequence[str]) -> Any:
@@ -265,6 +272,7 @@ def collect_run(run_dir: Path, eval_file: str = "eval.json") -> ReportRun:
         return run
     run.metrics.update(result.metrics)
     run.per_class, run.class_names, run.train_counts = result.per_class, result.class_names, result.train_counts
+    _collect_analysis(run)
     try:
         features = read_feature_json(run_dir)
     except RunFileError as err:
@@ -274,3 +282,21 @@ def collect_run(run_dir: Path, eval_file: str = "eval.json") -> ReportRun:
     for metric, keys in FEATURE_METRICS.items():
         run.metrics[metric] = _dig(features, keys)
     return run
+
+
+def _collect_analysis(run: ReportRun) -> None:
+    """analysis.json's numbers into ``run.metrics``; an unreadable file is named in ``run.detail``."""
+    try:
+        data = read_analysis(run.path)
+    except RunFileError as err:
+        if not err.missing:
+            run.detail = run.analysis_problem = err.detail
+        return
+    if not isinstance(data, dict) or data.get("format") != "fcc-analysis":
+        run.detail = run.analysis_problem = "analysis.json is not an fcc analysis (`fcc analyze RUN` writes one)"
+        return
+    numbers = analysis_metrics(data)
+    if all(v is None for v in numbers.values()):
+        run.detail = run.analysis_problem = "analysis.json holds none of the numbers `fcc analyze` writes"
+    run.metrics.update(numbers)
+

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fcc_lt.experiments.report.collect import ACCURACY_METRICS, METRICS, ReportRun
+from fcc_lt.experiments.report.analyses import analyses_csv_rows, analyses_data, md_analyses
+from fcc_lt.experiments.report.cells import diff_ci, md_table, mean_sd, value_text
+from fcc_lt.experiments.report.collect import METRICS, ReportRun
 from fcc_lt.experiments.report.compare import LEVEL, Report, build_report
 from fcc_lt.experiments.statistics import Interval
 from fcc_lt.util.errors import ConfigError
@@ -24,44 +26,6 @@ MD_PAIR_METRICS = ("top1", "many", "medium", "few")
 MD_FEATURE_METRICS = ("spread_ratio", "spread_ratio_many", "spread_ratio_medium", "spread_ratio_few",
                       "feature_norm")
 MD_MAX_PER_CLASS = 100  # classes; beyond this the per-class table is only in the JSON and CSV
-
-
-def _digits(metric: str) -> str:
-    return ".2f" if metric in ACCURACY_METRICS else ".4g"
-
-
-def _value(v: float | None, metric: str, sign: bool = False) -> str:
-    if v is None:
-        return "-"
-    spec = _digits(metric)
-    return f"{v:+{spec}}" if sign else f"{v:{spec}}"
-
-
-def mean_sd(interval: Interval, metric: str) -> str:
-    """'71.23 ± 0.45' (sd over seeds), '71.23' for one run, '-' for none."""
-    if interval.mean is None:
-        return "-"
-    text = _value(interval.mean, metric)
-    return text if interval.sd is None else f"{text} ± {_value(interval.sd, metric)}"
-
-
-def diff_ci(interval: Interval, metric: str) -> str:
-    """'+1.23 [+0.40, +2.06]' (95% t-interval), '+1.23 (n=1)' without an interval, '-' without pairs."""
-    if interval.mean is None:
-        return "-"
-    text = _value(interval.mean, metric, sign=True)
-    if interval.low is None or interval.high is None:
-        return f"{text} (n={interval.n})"
-    return f"{text} [{_value(interval.low, metric, sign=True)}, {_value(interval.high, metric, sign=True)}]"
-
-
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    def cell(text: str) -> str:
-        return str(text).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
-    return lines
 
 
 def _seeds(values: Sequence[Any]) -> str:
@@ -90,9 +54,10 @@ def render_markdown(report: Report) -> str:
                   *MD_GROUP_METRICS]
         rows = [[g.id, *g.columns.values(), *([g.differs] if use_differs else []), str(len(g.runs)), _seeds(g.seeds),
                  *(mean_sd(g.stats(m), m) for m in MD_GROUP_METRICS)] for g in report.groups]
-        out += [*_md_table(header, rows), ""]
+        out += [*md_table(header, rows), ""]
     out += _md_pairs(report)
     out += _md_features(report, cols, use_differs)
+    out += md_analyses(report)
     out += _md_per_class(report)
     if finished:
         out += ["## Runs", ""]
@@ -100,9 +65,9 @@ def render_markdown(report: Report) -> str:
                   "path"]
         rows = [[r.name, r.columns.get("method", "?"), r.columns.get("fcc", "?"), r.columns.get("dataset", "?"),
                  r.columns.get("imbalance_factor", "?"), r.columns.get("backbone", "?"), r.columns.get("epochs", "?"),
-                 str(r.seed), str(r.group), *(_value(r.metrics.get(m), m) for m in MD_GROUP_METRICS), str(r.path)]
+                 str(r.seed), str(r.group), *(value_text(r.metrics.get(m), m) for m in MD_GROUP_METRICS), str(r.path)]
                 for r in finished]
-        out += [*_md_table(header, rows), ""]
+        out += [*md_table(header, rows), ""]
     if other or dup:
         out += ["## Not counted (unfinished, failed or duplicate runs)", ""]
         header = ["run", "state", "detail", "method", "FCC", "dataset", "seed", "path"]
@@ -110,7 +75,7 @@ def render_markdown(report: Report) -> str:
                  r.detail if r.duplicate_of is None else f"same config and seed as {r.duplicate_of}",
                  r.columns.get("method", "-"), r.columns.get("fcc", "-"), r.columns.get("dataset", "-"),
                  str(r.seed) if r.config is not None else "-", str(r.path)] for r in [*other, *dup]]
-        out += [*_md_table(header, rows), ""]
+        out += [*md_table(header, rows), ""]
     return "\n".join(out).rstrip("\n") + "\n"
 
 
@@ -130,7 +95,7 @@ def _md_pairs(report: Report) -> list[str]:
     rows = [[*p.columns.values(), *([p.differs] if use_differs else []), p.groups(0), p.groups(1),
              str(len(p.pairs)), _seeds(p.seeds), *(diff_ci(p.difference(m), m) for m in MD_PAIR_METRICS)]
             for p in report.pairs]
-    return [*out, *_md_table(header, rows), ""]
+    return [*out, *md_table(header, rows), ""]
 
 
 def _md_features(report: Report, cols: Sequence[str], use_differs: bool) -> list[str]:
@@ -139,19 +104,21 @@ def _md_features(report: Report, cols: Sequence[str], use_differs: bool) -> list
         return []
     out = ["## Feature clusters (features.json)", "",
            "Per class, the spread of its test features around their centre divided by the distance to the "
-           "nearest other class centre, averaged over classes (lower: denser, better separated clusters; the "
-           "quantity FCC claims to lower), and the mean feature norm; mean ± sd over seeds.", ""]
+           "nearest other class centre, averaged over classes, and the mean feature norm; mean ± sd over seeds. "
+           "The ratio is descriptive: multiplying every test feature by one number leaves it unchanged, so it "
+           "cannot see FCC's claim (smaller real features relative to boundaries learned on tau-enlarged ones); "
+           "the analyses section (`fcc analyze`) measures that.", ""]
     header = ["group", *(report.header(c) for c in cols), *(["differs in"] if use_differs else []), "n",
               *MD_FEATURE_METRICS]
     rows = [[g.id, *g.columns.values(), *([g.differs] if use_differs else []), str(g.stats("spread_ratio").n),
              *(mean_sd(g.stats(m), m) for m in MD_FEATURE_METRICS)] for g in groups]
-    out += [*_md_table(header, rows), ""]
+    out += [*md_table(header, rows), ""]
     pairs = [p for p in report.pairs if p.difference("spread_ratio").n]
     if pairs:
         header = ["method", "FCC", "with", "without", "n", *(f"Δ {m}" for m in MD_FEATURE_METRICS)]
         rows = [[p.columns["method"], p.columns["fcc"], p.groups(0), p.groups(1), str(p.difference("spread_ratio").n),
                  *(diff_ci(p.difference(m), m) for m in MD_FEATURE_METRICS)] for p in pairs]
-        out += ["With minus without FCC, paired by seed (95% t-interval):", "", *_md_table(header, rows), ""]
+        out += ["With minus without FCC, paired by seed (95% t-interval):", "", *md_table(header, rows), ""]
     return out
 
 
@@ -178,7 +145,7 @@ def _md_per_class(report: Report) -> list[str]:
     for rank, c in enumerate(order, 1):
         cells = [mean_sd(Interval(t["n"][c], t["mean"][c], t["sd"][c], None, None), "top1") for _, t in tables]
         rows.append([str(rank), names[c], str(counts[c]) if first["train_counts"] else "?", *cells])
-    return [*out, *_md_table(header, rows), ""]
+    return [*out, *md_table(header, rows), ""]
 
 
 CSV_FIELDS = ("section", "group", "run", "path", "state", "detail", "dataset", "imbalance_factor", "backbone",
@@ -211,6 +178,8 @@ def render_csv(report: Report) -> str:
                 "seeds": _seeds(p.seeds), "with_groups": p.groups(0), "without_groups": p.groups(1)}
         for m in METRICS:
             writer.writerow({**base, "metric": m, **_interval_fields(p.difference(m))})
+    for row in analyses_csv_rows(report):
+        writer.writerow({k: _csv_num(v) if k in ("mean", "sd", "ci_low", "ci_high") else v for k, v in row.items()})
     for r in report.runs:
         base = {"section": "run", "group": r.group or "", "run": r.name, "path": str(r.path),
                 "state": "duplicate" if r.duplicate_of is not None else r.state,
@@ -257,6 +226,7 @@ def report_data(report: Report) -> dict[str, Any]:
                                         "without_mean": p.side_mean(m, 1)} for m in METRICS}}
                        for p in report.pairs],
         "runs": [run_entry(r) for r in report.runs],
+        "analyses": analyses_data(report),
     }
 
 
