@@ -63,6 +63,13 @@ def _class_norms(f: torch.Tensor, y: torch.Tensor, c: int) -> list[float]:
     return [f[y == k].norm(dim=1).mean().item() for k in range(c)]
 
 
+def test_what_fcc_analyze_writes_passes_the_report_s_schema(fcc_run: Path) -> None:
+    from fcc_lt.experiments.run_folder import read_analysis
+
+    data = read_analysis(fcc_run)  # raises RunFileError naming the field if the writer and the reader disagree
+    assert data["scale_sweep"]["zero_bias_invariant"] is True and "skipped" not in data["logit_adjustment"]
+
+
 def test_norms_come_from_the_test_and_training_splits(fcc_run: Path) -> None:
     a, ind = _analysis(fcc_run), _independent(fcc_run)
     c = len(a["train_counts"])
@@ -158,6 +165,9 @@ def test_a_run_without_a_validation_split_is_analysed_without_logit_adjustment(
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "analysis.json"}
     assert after == before  # eval.json and the rest are untouched
     assert all(math.isfinite(v) for v in a["scale_sweep"]["with_bias"]["top1"])
+    from fcc_lt.experiments.run_folder import read_analysis
+
+    assert read_analysis(out)["logit_adjustment"]["skipped"].startswith("refused")
 
 
 def test_bad_arguments_are_one_line_errors(fcc_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -43,8 +43,8 @@ def analysis_json(*, norm_ratio: float = 1.0, margin: float = 0.5, la_top1: floa
             "margins": {"logit": margins, "geometric": margins},
             "scale_sweep": {"scales": SCALES, "with_bias": accs, "zero_bias": {k: [top1[5]] * 16 for k in accs},
                             "zero_bias_invariant": True, "best_scale": SCALES[top1.index(max(top1))]},
-            "oracle_factor": {"oracle": {"top1": 50.0}, "difference": {"top1": oracle_delta, "many": 5.0,
-                                                                        "medium": -5.0, "few": None}},
+            "oracle_factor": {"unscaled": {"top1": 50.0 - oracle_delta}, "oracle": {"top1": 50.0},
+                              "difference": {"top1": oracle_delta, "many": 5.0, "medium": -5.0, "few": None}},
             "logit_adjustment": la}
 
 
@@ -144,7 +144,7 @@ def test_report_figures_and_untrusted_analysis_files(tmp_path: Path, capsys: pyt
     assert main(["report", str(tmp_path / "broken"), str(tmp_path / "other"), "--out", str(tmp_path / "o2")]) == 0
     text = capsys.readouterr().out
     assert "analysis.json is not valid JSON" in text and "Traceback" not in text
-    assert "analysis.json holds none of the numbers" in text
+    assert "analysis.json: norm_ratio: expected a mapping" in text  # the schema names the field
     assert not (tmp_path / "o2" / "margins.png").exists()  # nothing usable to draw
     assert main(["plot", "scale", str(tmp_path / "broken"), "--out", str(tmp_path / "o3")]) == 2
     assert "no group whose every run has a scale sweep" in capsys.readouterr().err
