@@ -47,3 +47,18 @@ def test_shipped_recipes_are_named_not_given_as_repository_paths(page: Path) -> 
         assert shipped_config(name) is not None, f"fcc {command} {name}"
     for name in re.findall(r"fcc sweep ([a-z0-9_]+)(?![\w./])", text):
         assert resolve_sweep(name).is_file(), f"fcc sweep {name}"
+
+
+def test_the_docs_site_builds_strict(tmp_path: Path) -> None:
+    """mkdocs build --strict: a broken link or anchor, or a page the navigation leaves out, fails it
+    (the docs extra; CI builds it in its own step too)."""
+    pytest.importorskip("mkdocs")
+    pytest.importorskip("mkdocstrings")
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, env={**__import__("os").environ,
+                                                                                       "NO_MKDOCS_2_WARNING": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "fcc_lt.load" in (tmp_path / "site" / "api" / "index.html").read_text()

@@ -178,7 +178,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="dataset tools")
     data_sub = p.add_subparsers(dest="tool", required=True)
     q = data_sub.add_parser("cifar-lt", help="print the per-class training counts of a long-tailed CIFAR")
-    q.add_argument("--dataset", choices=["cifar10", "cifar100"], default="cifar10")
+    q.add_argument("--dataset", choices=["cifar10", "cifar100"], default="cifar10",
+                   help="which CIFAR (default cifar10)")
     q.add_argument("--imbalance", type=number_at_least(1), default=100.0, help="imbalance factor n_max/n_min")
     q.add_argument("--max-per-class", type=int_at_least(0), default=0,
                    help="images of the largest class (default: all)")
@@ -194,7 +195,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--cap", type=int_at_least(1), help="at most this many new images per class, none for "
                    "classes of at least this many images (default: no cap, n_max + n_min - n_c each)")
     q.add_argument("--seed", type=int_at_least(0), help="seed of the draws (default: the run's seed)")
-    q.add_argument("--batch-size", type=int_at_least(1), default=256)
+    q.add_argument("--batch-size", type=int_at_least(1), default=256,
+                   help="images per forward pass (default 256; lower it when the device runs out of memory)")
     q.add_argument("--device", help="device (default: the run's)")
     q.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     q.set_defaults(func=cmd_data_cam_generate)

@@ -106,7 +106,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the run's config")
     p.add_argument("--checkpoint", default="last", type=argtypes.checkpoint,
                    help="last (default), best, or a checkpoint file")
-    p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument("--split", default="test", choices=["test", "val"],
+                   help="the split to evaluate on (default test; val needs a validation split in the config)")
     p.add_argument("--device", help="device to evaluate on (default: the run's)")
     p.add_argument("--tau-sweep", metavar="TAUS",
                    help="tau-normalisation sweep: choose tau on --select-on, report it on --split; TAUS is "
@@ -126,7 +127,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="last (default), best, or a checkpoint file")
     p.add_argument("--top-k", type=int_at_least(1), default=5,
                    help="classes per image (default 5; at most the run's number of classes)")
-    p.add_argument("--batch-size", type=int_at_least(1), default=64)
+    p.add_argument("--batch-size", type=int_at_least(1), default=64,
+                   help="images per forward pass (default 64)")
     p.add_argument("--out", type=argtypes.output_file, help="CSV file (default: RUN/predictions.csv)")
     p.add_argument("--strict", action="store_true",
                    help="stop at the first image that cannot be read (default: skip it, list it in the CSV's "

@@ -122,7 +122,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--group-by", metavar="KEYS",
                    help="group by these comma-separated keys instead of 'everything but the seed': dataset, "
                         "imbalance_factor, backbone, epochs, method, fcc, seed, or config keys such as train.lr")
-    p.add_argument("--format", choices=["md", "markdown", "csv", "json"], default="md")
+    p.add_argument("--format", choices=["md", "markdown", "csv", "json"], default="md",
+                   help="what goes to stdout: a markdown table (default md), CSV or JSON")
     p.add_argument("--eval-file", default="eval.json", type=argtypes.path,
                    help="the result file of each run (default eval.json, the run's own; e.g. eval_last_test.json "
                         "for what `fcc eval RUN` wrote)")
@@ -148,7 +149,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         if kind in ("per-class", "clusters", "margins", "scale"):
             q.add_argument("--group-by", metavar="KEYS", help="as for fcc report")
         if kind in ("per-class", "clusters", "confusion", "margins", "scale"):
-            q.add_argument("--eval-file", default="eval.json", type=argtypes.path)
+            q.add_argument("--eval-file", default="eval.json", type=argtypes.path,
+                           help="the result file of each run (default eval.json; as for fcc report)")
         if kind == "confusion":
             q.add_argument("--blocks", type=int_at_least(1), help="number of blocks of class ranks (default: one "
                            "per class up to 30 classes, else 30)")

@@ -21,7 +21,7 @@ from fcc_lt.util.errors import FccError
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line: each command family adds its own subcommands."""
-    from fcc_lt.cli import analyze, configs, data, evaluate, experiments, export, train
+    from fcc_lt.cli import analyze, completion, configs, data, evaluate, experiments, export, train
 
     parser = argparse.ArgumentParser(prog="fcc", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"fcc {__version__}")
@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     experiments.add_sweep_parser(sub)
     configs.add_parsers(sub)
     experiments.add_parsers(sub)
+    completion.add_parsers(sub)
+    parser.set_defaults(root_parser=parser)  # for `fcc completion`, which describes the whole parser
     return parser
 
 
@@ -43,7 +45,7 @@ def _show_warning(message: Any, category: type, filename: str, lineno: int, file
 
 
 # Commands that never import torch: they start without paying (or guarding) its import.
-_WITHOUT_TORCH = {"configs", "report", "plot"}
+_WITHOUT_TORCH = {"configs", "report", "plot", "completion"}
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -18,7 +18,7 @@ import json
 import logging
 import shlex
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -275,7 +275,7 @@ def write_record(spec: Spec, runs: list[Run], previous: dict[str, Any] | None, j
     """OUT/sweep.json: the spec and every run's resolved overrides (and SLURM jobs), written atomically."""
     from fcc_lt.util.files import atomic_write_text
 
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     record = {
         "format": "fcc-sweep", "version": 1, "spec_file": str(spec.path), "spec": spec.raw,
         "created": (previous or {}).get("created", now), "updated": now,
