@@ -331,8 +331,8 @@ RUNNABLE: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
      {**PROTOCOL, "eval.tau_norm": 1.0}),
     ("bot/drs/progressive", "cifar", cifar(100, 0.02, TRAIN={**DRS160, "SAMPLER": PROGRESSIVE}),
      {"sampler.name": "progressive", "sampler.params": {"drs_start_epoch": 161}}),
-    ("bot/drw/ce (cost-sensitive under DRW)", "cifar", cifar(10, 0.01, TRAIN=DRW160),
-     {"loss.name": "cost_sensitive_ce", "loss.params": {"gamma": 1.0, "drw_start_epoch": 161}}),
+    ("bot/drw/ce (DRW had no effect: the FCC code's CrossEntropy ignores it)", "cifar", cifar(10, 0.01, TRAIN=DRW160),
+     {"loss.name": "ce", "loss.params": {}}),
     ("bot/drw/cels (DRW had no effect)", "cifar", cifar(10, 0.01, TRAIN=DRW160,
                                                         LOSS=CELS),
      {"loss.name": "label_smoothing", "loss.params": {"epsilon": 0.1}}),
@@ -623,3 +623,20 @@ def test_image_dataset_values_are_checked_before_use(changes: dict[str, Any], me
     with pytest.raises(ConfigError) as err:
         convert(yaml.safe_load(original("imagenet", changes)), "original.yaml")
     assert str(err.value).startswith("original.yaml: ") and message in str(err.value)
+
+
+def test_the_header_says_where_crossentropy_drw_and_the_cosine_head_differ(tmp_path: Path) -> None:
+    """CE under DRW stays plain CE, as the FCC code's CrossEntropy (its update does nothing), and the header says
+    so and what the older bag-of-tricks did; an imported FCNorm / LDAM config's header names the initialisation
+    and the precision that differ from the original's (issue 21)."""
+    _, text = imported(tmp_path, original("cifar", cifar(10, 0.01, TRAIN=DRW160)))
+    assert "TRAIN.TWO_STAGE.DRW: no effect here (the original's CrossEntropy ignores it: its update does nothing in " \
+           "the FCC code" in text and "cost_sensitive_ce with gamma 1 and drw_start_epoch" in text
+    assert "name: ce\n" in text and "cost_sensitive_ce\n" not in text
+    for changes in ({"CLASSIFIER": {"TYPE": "FCNorm"}}, {"LOSS": {"LOSS_TYPE": "LDAMLoss"}}):
+        cfg, text = imported(tmp_path, original("cifar", cifar(10, 0.01, **changes)))
+        assert cfg.model.head == "cosine" and "init_norm" not in cfg.model.head_params  # fcc's class init
+        assert "model.head_params.init_norm: class), where the original's FCNorm normalised each feature column" in text
+        assert "train.amp: auto" in text and "apex O1 fp16" in text
+    _, text = imported(tmp_path, original("cifar", cifar(10, 0.01)))
+    assert "init_norm" not in text  # a linear head: nothing to say

@@ -316,10 +316,6 @@ def _deferred(get: Reader, out: dict[str, Any], epochs: int, notes: list[str]) -
         else:
             first = _first_epoch(get, "TRAIN.TWO_STAGE.START_EPOCH", start, epochs, "DRW", notes)
         if first is not None:
-            if loss["name"] == "ce":  # the original's CrossEntropy became n_min/n_c-weighted CE under DRW
-                out["loss"] = loss = {"name": "cost_sensitive_ce", "params": {"gamma": 1.0}}
-                notes.append("CrossEntropy under DRW: the original re-weighted it by n_min / n_c, which is "
-                             "cost_sensitive_ce with gamma 1")
             if loss["name"] in ("focal", "ldam"):
                 loss["params"]["reweight"] = True
             loss["params"]["drw_start_epoch"] = first
@@ -434,6 +430,12 @@ def convert(original: dict[str, Any], source: str = "original config") -> tuple[
     out["loss"], extra_model, loss_notes = _loss(get)
     out["model"].update(extra_model)
     notes += loss_notes
+    if out["model"].get("head") == "cosine":
+        notes.append("the cosine (FCNorm) head starts from class-normalised weights (model.head_params.init_norm: "
+                     "class), where the original's FCNorm normalised each feature column (init_norm: feature "
+                     "reproduces it); and it trains under train.amp: auto (bf16 on CUDA where supported, else fp16 "
+                     "with a scaler; fp32 on CPU), where the original ran apex O1 fp16 whenever apex was installed "
+                     "(TRAIN.APEX, on by default): set train.amp=fp16 to come closest")
     epochs = get("TRAIN.MAX_EPOCH")
     combiner = _mixing(get, out, notes)
     _deferred(get, out, epochs, notes)

@@ -77,7 +77,7 @@ NO_EFFECT = {
     "MODULE.TYPE": "fcc always pools globally, as the original's 'GAP'",
     "TRAIN.NUM_WORKERS": "see data.workers",
     "TRAIN.TENSORBOARD.ENABLE": "see train.tensorboard",
-    "TRAIN.APEX": "fcc uses native autocast (train.amp), not apex",
+    "TRAIN.APEX": "fcc uses native autocast (train.amp: auto), not apex",
     "TRAIN.SYNCBN": "the original used SyncBN whenever TRAIN.DISTRIBUTED, whatever this key; see train.sync_bn",
     "TEST.NUM_WORKERS": "see data.workers",
     "TEST.MODEL_FILE": "read by the original's valid.py only; use fcc eval RUN --checkpoint last|best|FILE",
@@ -96,7 +96,10 @@ MIXERS = {"default": "none", "fcc": "none", "dive": "none", "mix_up": "mixup", "
           "remix": "remix", "remix_fcc": "remix", "bbn_mix": "bilateral"}
 TEST_OPS = ("shorter_resize_for_crop", "center_crop")
 # Losses whose original implementation ignores TRAIN.TWO_STAGE.DRW (and fcc's loss name).
-DRW_IGNORED = {"CrossEntropyLabelSmooth": "its forward never reads the re-weighting it switches on",
+DRW_IGNORED = {"CrossEntropy": "its update does nothing in the FCC code (as in the later bag-of-tricks; an older "
+                               "bag-of-tricks version weighted it by n_min / n_c, which is cost_sensitive_ce with "
+                               "gamma 1 and drw_start_epoch)",
+               "CrossEntropyLabelSmooth": "its forward never reads the re-weighting it switches on",
                "CrossEntropyLabelAwareSmooth": "its epsilons do not depend on the epoch",
                "SEQL": "its forward never reads the re-weighting it switches on",
                "EffectiveClassMarginLoss": "its update does nothing"}
