@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import pickle
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from evaluation_fixtures import copy_run, trained_fcc_run  # noqa: F401 - the fcc_run fixture
 from torch import Tensor, nn
 
 from conftest import tiny_run_overrides
@@ -77,21 +77,6 @@ def read_confusion(path: Path) -> list[list[int]]:
 def assert_matches(result: dict, expected: dict) -> None:
     for key in ("top1", "top5", "per_class", "num_samples"):
         assert result[key] == expected[key], key
-
-
-@pytest.fixture(scope="module")
-def fcc_run(cifar10_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny FCC run (strong factors from epoch 1) with a validation split, evaluated by training on its best
-    checkpoint on the validation split."""
-    out = tmp_path_factory.mktemp("evaluate") / "run"
-    cfg = load_config(None, tiny_run_overrides(cifar10_root, out, "fcc.enabled=true", "fcc.gamma=2.0",
-                                               "data.val_per_class=3", "eval.split=val", "eval.checkpoint=best"))
-    Trainer(cfg).fit()
-    return out
-
-
-def copy_run(run: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(run, tmp_path / run.name))
 
 
 def test_a_pass_counts_what_argmax_of_the_network_counts() -> None:

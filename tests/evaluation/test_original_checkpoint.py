@@ -192,7 +192,7 @@ def test_unsafe_or_missing_files_are_refused(tmp_path: Path) -> None:
         load_original_checkpoint(tmp_path / "absent.pth")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match=r"a text file \(it starts with 'not a checkpoint'\), not a checkpoint"):
         load_original_checkpoint(junk)
     mine = tmp_path / "mine.pth"
     torch.save({"model": network("resnet32", "linear").state_dict()}, mine)
@@ -245,3 +245,40 @@ def test_original_checkpoints_evaluate_initialise_and_teach(tmp_path: Path, cifa
     with torch.no_grad():
         torch.testing.assert_close(teacher(x), net(x))
     assert main(["eval", str(config), *overrides]) == 2  # a config alone names no checkpoint
+
+
+def test_a_classifier_for_another_number_of_classes_is_refused_before_evaluating(
+        tmp_path: Path, cifar10_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import tiny_run_overrides
+    from fcc_lt.cli.main import main
+
+    overrides = tiny_run_overrides(cifar10_root, tmp_path / "unused")
+    path = tmp_path / "cifar100_model.pth"
+    torch.save(original_checkpoint(build_network(load_config(None, overrides), 100), "FC"), path)
+    config = tmp_path / "cfg.yaml"
+    config.write_text("")
+    out = tmp_path / "eval"
+    # before: evaluated, then crashed in the confusion tally (a traceback)
+    assert main(["eval", str(config), "--checkpoint", str(path), *overrides, f"out={out}"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a classifier for 100 classes, but the data of the config (CIFAR-10-LT (IF 10)) has 10" in err
+    assert not list(out.glob("eval*"))
+
+
+def test_module_x_beside_x_is_named_for_what_it_is(tmp_path: Path) -> None:
+    """The original's layout with each weight twice (``module.x`` and ``x``): a benign file, not 'unsafe'."""
+    from fcc_lt.evaluation.run_loader import read_run
+
+    net = network("resnet32", "linear")
+    doubled = original_checkpoint(net, "FC")
+    doubled["state_dict"].update(original_checkpoint(net, "FC", prefix="")["state_dict"])
+    path = tmp_path / "doubled.pth"
+    torch.save(doubled, path)
+    for read in (load_original_checkpoint, lambda p: read_run(p, what="fcc eval --checkpoint")):
+        with pytest.raises(CheckpointError) as err:
+            read(path)
+        message = str(err.value)
+        count = len(net.state_dict())
+        assert f"holds {count} weight(s) twice, with and without the DataParallel 'module.' prefix" in message
+        assert "module.backbone.conv1.weight and backbone.conv1.weight" in message
+        assert "refused" not in message and "Python objects" not in message

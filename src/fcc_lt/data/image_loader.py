@@ -14,8 +14,11 @@ of its batch, counted, and reported at the end of the epoch.
 
 from __future__ import annotations
 
+import signal
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,9 +125,62 @@ class _Sequential:
             yield [(i, 0) for i in self.indices[start:start + self.batch_size]]
 
 
+@contextmanager
+def _sigint_deferred() -> Iterator[list[int]]:
+    """Ctrl-C held back while inside: SIGINT only records itself (in the list yielded) and takes effect on
+    leaving, with the handler that was there before (Python's raises KeyboardInterrupt). Processes forked
+    inside keep the recording handler, so a Ctrl-C never raises anything in them.
+
+    A Python-level handler rather than a blocked signal mask: a process-directed signal that the main thread
+    blocks is taken by another thread (torch's), whose C handler still makes the main thread raise."""
+    pressed: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield pressed
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if pressed:
+            if callable(previous):
+                previous(signal.SIGINT, None)
+            elif previous == signal.SIG_DFL:
+                signal.raise_signal(signal.SIGINT)
+
+
+class _WorkerDataLoader(DataLoader):
+    """A DataLoader whose workers leave Ctrl-C to the main process.
+
+    A terminal's Ctrl-C goes to every process of its group, worker processes included: a worker then raised
+    KeyboardInterrupt in whatever it was doing (a traceback on the terminal), and one arriving while the
+    iterator was being built left it half-made (another traceback from its ``__del__``). The iterator (and
+    with it the workers) is made with Ctrl-C held back; if one came meanwhile, the workers are stopped and
+    then it takes effect in the main process, as on any other exit."""
+
+    def _get_iterator(self) -> Any:
+        # a Ctrl-C that will raise KeyboardInterrupt ends the loop, so its workers are stopped first; one that a
+        # handler of ours takes (training's stop-after-the-step) needs the batches still to come
+        raises = signal.getsignal(signal.SIGINT) in (signal.default_int_handler, signal.SIG_DFL)
+        with _sigint_deferred() as pressed:
+            iterator = super()._get_iterator()
+            if pressed and raises:
+                stop_workers(iterator)
+        return iterator
+
+
+def stop_workers(iterator: Any) -> None:
+    """Stop a DataLoader iterator's workers now, with Ctrl-C held back until they are stopped (a second Ctrl-C
+    during the shutdown interrupted it with a traceback); what follows then sees the Ctrl-C as usual."""
+    shutdown = getattr(iterator, "_shutdown_workers", None)  # only the multi-process iterator has workers
+    if shutdown is not None:
+        with _sigint_deferred():
+            shutdown()
+
+
 def _data_loader(files: ImageFiles, transform: Transform, batch_sampler: Any, *, workers: int, prefetch: int,
                  pin: bool, persistent: bool) -> DataLoader:
-    return DataLoader(
+    return _WorkerDataLoader(
         _Decode(files, transform), batch_sampler=batch_sampler, num_workers=workers,
         collate_fn=_Collate(transform.size), pin_memory=pin,
         persistent_workers=persistent and workers > 0, prefetch_factor=prefetch if workers > 0 else None,

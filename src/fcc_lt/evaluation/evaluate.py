@@ -27,12 +27,11 @@ from fcc_lt.data.loader import EvalLoader
 from fcc_lt.evaluation.files import format_summary, write_eval_outputs, write_features_npz, write_json
 from fcc_lt.evaluation.metrics import feature_summary
 from fcc_lt.evaluation.passes import run_eval, run_feature_stats
-from fcc_lt.evaluation.run_loader import LoadedRun, load_run
+from fcc_lt.evaluation.run_loader import LoadedRun, load_run, num_classes_of, refuse_while_training
 from fcc_lt.models.tau_norm import eval_view
 from fcc_lt.util.distributed import DistContext, barrier, setup
-from fcc_lt.util.errors import DataError, OutputError
+from fcc_lt.util.errors import CheckpointError
 from fcc_lt.util.precision import autocast_dtype
-from fcc_lt.util.run_lock import is_locked
 
 
 def evaluate_to_files(run_dir: Path, cfg: Config, network: nn.Module, stats: ClassStats, class_names: Sequence[str],
@@ -60,13 +59,6 @@ def evaluate_to_files(run_dir: Path, cfg: Config, network: nn.Module, stats: Cla
     return result
 
 
-def _check_not_training(run_dir: Path) -> None:
-    if is_locked(run_dir):
-        raise OutputError(f"{run_dir} is in use by another fcc process (training or resuming); its checkpoint "
-                          "changes under you and an eval.json written now would be reported as the run's "
-                          "result: wait for it to finish (or stop it) and evaluate then")
-
-
 def _open_run(run_dir: Path, cfg: Config, checkpoint: str, config_mode: bool = False
               ) -> tuple[DistContext, DataSplits, LoadedRun, ClassStats]:
     """The context, the data, the loaded run (plain network, tau applied by the caller) and its statistics.
@@ -74,19 +66,22 @@ def _open_run(run_dir: Path, cfg: Config, checkpoint: str, config_mode: bool = F
     ``config_mode``: ``checkpoint`` is a file evaluated with ``cfg`` (e.g. the original code's .pth, which
     holds no config), and ``run_dir`` only receives the files.
     """
-    _check_not_training(run_dir)
+    what = "fcc eval --checkpoint" if config_mode else "fcc eval"
+    refuse_while_training(run_dir, what, checkpoint)
     ctx = setup(cfg.device)
     if config_mode:
-        run = load_run(checkpoint, what="fcc eval --checkpoint", device=ctx.device, tau_norm=False, config=cfg)
+        run = load_run(checkpoint, what=what, device=ctx.device, tau_norm=False, config=cfg)
     else:
-        run = load_run(run_dir, checkpoint, what="fcc eval", device=ctx.device, tau_norm=False)
+        run = load_run(run_dir, checkpoint, what=what, device=ctx.device, tau_norm=False)
     run.config = cfg  # the caller's (possibly overridden) config of this run
     splits = build_splits(cfg)
-    stats = run.stats or splits.stats
-    if splits.num_classes != stats.num_classes:
-        raise DataError(f"{run_dir}: the checkpoint was trained for {stats.num_classes} classes, but the data of "
-                        f"its config ({splits.name}) has {splits.num_classes}")
-    return ctx, splits, run, stats
+    classes = num_classes_of(run)  # its statistics, else its classifier's rows (the original code's .pth)
+    if splits.num_classes != classes:
+        source = "the config" if config_mode else f"{run_dir}/config.yaml"
+        raise CheckpointError(f"{what}: {run.path} holds a classifier for {classes} classes, but the data of "
+                              f"{source} ({splits.name}) has {splits.num_classes}; evaluate it with the data "
+                              "(and config) it was trained for")
+    return ctx, splits, run, run.stats or splits.stats
 
 
 def eval_file_stem(checkpoint: str, split: str, tau_norm: float | None = None) -> str:

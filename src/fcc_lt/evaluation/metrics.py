@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from fcc_lt.util.distributed import DistContext, all_reduce_sum
+from fcc_lt.util.errors import CheckpointError
 
 # A dense confusion matrix for 8,142 classes would take half a gigabyte; above this it is not kept.
 MAX_CONFUSION_CLASSES = 1000
@@ -30,8 +31,10 @@ class ClassificationTally:
         self.confusion: Tensor | None = None
         if num_classes <= MAX_CONFUSION_CLASSES:
             self.confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
+        self.nonfinite = torch.zeros((), dtype=torch.long, device=device)  # samples with a NaN or inf logit
 
     def update(self, logits: Tensor, labels: Tensor) -> None:
+        self.nonfinite += (~torch.isfinite(logits)).any(dim=1).sum()  # stays on the device: read once at the end
         k = min(5, self.num_classes)
         topk = logits.topk(k, dim=1).indices
         pred = topk[:, 0]
@@ -43,10 +46,18 @@ class ClassificationTally:
             self.confusion.scatter_add_(0, labels * self.num_classes + pred, ones)
 
     def all_reduce(self, ctx: DistContext) -> ClassificationTally:
-        for t in (self.total, self.top1, self.top5, self.confusion):
+        for t in (self.total, self.top1, self.top5, self.confusion, self.nonfinite):
             if t is not None:
                 all_reduce_sum(t, ctx)
         return self
+
+    def check_finite(self, hint: str = "") -> None:
+        """Raise if any sample had a NaN or infinite logit: its 'prediction' (topk of NaN) is meaningless and
+        every number derived from the tally with it. One host read, after the pass."""
+        bad = int(self.nonfinite)
+        if bad:
+            raise NonFiniteOutputs(f"{bad} of {int(self.total.sum())} images gave non-finite logits (NaN or inf), "
+                                   f"so no accuracy is reported{hint}")
 
     def confusion_matrix(self) -> Tensor | None:
         """(C, C) counts, rows = true class, columns = predicted class."""
@@ -101,6 +112,10 @@ def summarize(tally: ClassificationTally, train_counts: Sequence[int], many_min:
     return out
 
 
+class NonFiniteOutputs(CheckpointError):
+    """A network whose outputs (logits, features) are not finite: its numbers would be meaningless."""
+
+
 class FeatureTally:
     """Per-class sums of pooled features (float64), of their squared norms and norms, and counts.
 
@@ -114,8 +129,10 @@ class FeatureTally:
         self.sq = torch.zeros(num_classes, dtype=torch.float64, device=device)
         self.norm = torch.zeros(num_classes, dtype=torch.float64, device=device)
         self.count = torch.zeros(num_classes, dtype=torch.float64, device=device)
+        self.nonfinite = torch.zeros((), dtype=torch.long, device=device)  # samples with a NaN or inf feature
 
     def update(self, features: Tensor, labels: Tensor) -> None:
+        self.nonfinite += (~torch.isfinite(features)).any(dim=1).sum()
         f = features.detach().double()
         sq = (f * f).sum(dim=1)
         self.sum.index_add_(0, labels, f)
@@ -124,9 +141,16 @@ class FeatureTally:
         self.count.index_add_(0, labels, torch.ones_like(sq))
 
     def all_reduce(self, ctx: DistContext) -> FeatureTally:
-        for t in (self.sum, self.sq, self.norm, self.count):
+        for t in (self.sum, self.sq, self.norm, self.count, self.nonfinite):
             all_reduce_sum(t, ctx)
         return self
+
+    def check_finite(self, hint: str = "") -> None:
+        """Raise if any sample's pooled features held a NaN or inf (one host read, after the pass)."""
+        bad = int(self.nonfinite)
+        if bad:
+            raise NonFiniteOutputs(f"{bad} of {int(self.count.sum())} images gave non-finite pooled features (NaN "
+                                   f"or inf), so no feature statistics are reported{hint}")
 
 
 def nearest_centre_distance(centroid: Tensor, present: Tensor, chunk: int = 1024) -> Tensor:

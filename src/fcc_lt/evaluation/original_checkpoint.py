@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fcc_lt.util.errors import CheckpointError
+from fcc_lt.util.errors import CheckpointError, short_repr
 
 _STEM = {"conv1": "stem.0", "bn1": "stem.1"}
 _LAYER = re.compile(r"layer([1-4])\.(\d+)\.(.+)")
@@ -47,13 +47,32 @@ def _is_state_dict(value: Any) -> bool:
         isinstance(k, str) and isinstance(v, Tensor) for k, v in value.items())
 
 
+def _weights_of(obj: Any) -> Any:
+    """What would hold the weights: ``obj['state_dict']`` of the original's checkpoint dict, else ``obj``."""
+    if isinstance(obj, Mapping) and "state_dict" in obj and "format" not in obj:
+        return obj["state_dict"]
+    return obj
+
+
+def doubled_names(state: Mapping[str, Any]) -> list[str]:
+    """The names present both with and without the DataParallel ``module.`` prefix (``module.x`` and ``x``)."""
+    return sorted(k for k in state if isinstance(k, str) and k.startswith("module.") and _strip(k) in state)
+
+
+def doubled_names_problem(state: Mapping[str, Any]) -> str | None:
+    """Why a state dict with both ``module.x`` and ``x`` is not one network's weights, or None."""
+    doubled = doubled_names(state)
+    if not doubled:
+        return None
+    return (f"its state dict holds {len(doubled)} weight(s) twice, with and without the DataParallel "
+            f"'module.' prefix ({_names([f'{k} and {_strip(k)}' for k in doubled])}), so it is not one "
+            "network's weights; save the state dict of one model (either the wrapper's or the bare one's)")
+
+
 def original_state_dict(obj: Any) -> dict[str, Tensor] | None:
     """The model weights of an original-code checkpoint, ``module.`` prefixes removed; None if ``obj`` is
     not one (an fcc checkpoint, a state dict with fcc's names, anything else)."""
-    if isinstance(obj, Mapping) and "state_dict" in obj and "format" not in obj:
-        state = obj["state_dict"]
-    else:
-        state = obj
+    state = _weights_of(obj)
     if not _is_state_dict(state):
         return None
     stripped = {_strip(k): v for k, v in state.items()}
@@ -176,16 +195,26 @@ def _numpy_globals() -> list[Any]:
             np.dtype, *dtypes]
 
 
+class NotOriginalError(CheckpointError):
+    """A file that was read (it is a checkpoint) whose content is not an original-code checkpoint."""
+
+
 def load_original_checkpoint(path: str | Path) -> dict[str, Tensor]:
     """Read an original-code ``.pth`` file without running code from it, and return its model weights
     (``module.`` prefixes removed, fcc's names not yet applied: see ``convert_original_state``).
 
     ``torch.load(weights_only=True)`` alone refuses these files, because the original pickled a NumPy
     scalar next to the weights; the few NumPy globals that build numbers are allowed for this read only.
+    A file that reads but holds something else is a ``NotOriginalError`` saying what is wrong with it.
     """
+    from fcc_lt.models.checkpoint_file import not_a_checkpoint
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    problem = not_a_checkpoint(path)
+    if problem is not None:
+        raise CheckpointError(f"{path}: {problem}")
     try:
         allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
         with allow(_numpy_globals()) if allow is not None else contextlib.nullcontext():
@@ -202,5 +231,10 @@ def load_original_checkpoint(path: str | Path) -> dict[str, Tensor]:
         raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
     state = original_state_dict(obj)
     if state is None:
-        raise CheckpointError(f"{path}: not a checkpoint of the original FCC / bag-of-tricks code")
+        weights = _weights_of(obj)
+        why = doubled_names_problem(weights) if isinstance(weights, Mapping) else None
+        if why is None:
+            held = f"keys {short_repr(list(obj)[:6])}" if isinstance(obj, Mapping) else f"a {type(obj).__name__}"
+            why = f"it holds {held}, not a state dict of tensors (or {{'state_dict': ...}})"
+        raise NotOriginalError(f"{path}: not a checkpoint of the original FCC / bag-of-tricks code: {why}")
     return state

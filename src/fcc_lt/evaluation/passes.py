@@ -65,7 +65,16 @@ def run_eval(model: nn.Module, loader: EvalLoader, num_classes: int, ctx: DistCo
                 tally.update(logits, labels)
     finally:
         model.train(was_training)
-    return tally.all_reduce(ctx)
+    tally.all_reduce(ctx).check_finite(nonfinite_hint(amp_dtype))
+    return tally
+
+
+def nonfinite_hint(amp_dtype: torch.dtype | None) -> str:
+    """What to check when a network's outputs are not finite."""
+    amp = (f"; it ran under {str(amp_dtype).removeprefix('torch.')} autocast (train.amp): if the weights are fine, "
+           "the range of that type overflowed: evaluate with train.amp=off") if amp_dtype is not None else ""
+    return (": the checkpoint's weights or BatchNorm statistics are probably not finite or huge (fcc refuses to "
+            f"save such checkpoints, so an edited or outside file?){amp}")
 
 
 @torch.no_grad()
@@ -96,7 +105,7 @@ def run_feature_stats(model: nn.Module, loader: EvalLoader, num_classes: int, ct
         net.train(was_training)
     if tally is None:
         raise ValueError("feature statistics of an empty split")
-    tally.all_reduce(ctx)
+    tally.all_reduce(ctx).check_finite(nonfinite_hint(amp_dtype))
     if not keep:
         return tally, None
     shares = [(torch.cat([f for f, _ in kept]), torch.cat([y for _, y in kept]))]

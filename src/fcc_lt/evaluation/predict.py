@@ -23,9 +23,11 @@ import torch
 from fcc_lt.config.schema import Config
 from fcc_lt.data.augment import Normalize
 from fcc_lt.data.cifar import cifar_mean_std
-from fcc_lt.data.image_loader import _data_loader, _next, _Sequential
+from fcc_lt.data.image_loader import _data_loader, _next, _Sequential, stop_workers
 from fcc_lt.data.images import CenterResizeCrop, ImageFiles, eval_transform, image_mean_std, workers_for
-from fcc_lt.evaluation.run_loader import load_run, num_classes_of
+from fcc_lt.evaluation.metrics import NonFiniteOutputs
+from fcc_lt.evaluation.passes import nonfinite_hint
+from fcc_lt.evaluation.run_loader import load_run, num_classes_of, refuse_while_training
 from fcc_lt.util.distributed import resolve_device
 from fcc_lt.util.errors import DataError, file_problem, path_problem, short_repr
 from fcc_lt.util.files import atomic_write_text
@@ -85,6 +87,7 @@ def predict(run_dir: Path, cfg: Config, inputs: Sequence[str], *, checkpoint: st
     """
     if top_k < 1 or batch_size < 1:
         raise ValueError(f"top_k and batch_size must be >= 1, got {top_k} and {batch_size}")
+    refuse_while_training(run_dir, "fcc predict", checkpoint)
     paths = collect_images(inputs)
     # the run loader: the run's network, weights and tau-normalisation (eval.tau_norm), as its eval.json
     run = load_run(run_dir, checkpoint, what="fcc predict", device=resolve_device(cfg.device))
@@ -101,32 +104,49 @@ def predict(run_dir: Path, cfg: Config, inputs: Sequence[str], *, checkpoint: st
     k = min(top_k, num_classes)
     rows: list[dict[str, Any]] = []
     batches = iter(loader)
-    for _ in range(len(plan)):
-        images, _, errors = _next(batches)  # errors[i]: "" or "PATH: why it could not be decoded"
-        good = [i for i, e in enumerate(errors) if not e]
-        predicted: list[tuple[list[int], list[float]]] = []
-        if good:
-            x = images[good].to(device, non_blocking=True).permute(0, 3, 1, 2)
-            with autocast(device, amp):
-                logits = model(normalize(x).contiguous())
-            probs, classes = logits.float().softmax(dim=1).topk(k, dim=1)
-            predicted = list(zip(classes.cpu().tolist(), probs.cpu().tolist()))
-        shown = iter(predicted)
-        for error in errors:
-            path = paths[len(rows)]
-            if error:
-                why = error.removeprefix(f"{path}: ")
-                if strict:
-                    raise DataError(f"{path}: {why} (without --strict, such images are skipped and listed in "
-                                    "the CSV's error column)")
-                rows.append({"path": path, "classes": [], "names": [], "probs": [], "error": why})
-            else:
-                c, p = next(shown)
-                rows.append({"path": path, "classes": c, "names": [names[i] for i in c], "probs": p, "error": ""})
+    try:
+        for _ in range(len(plan)):
+            images, _, errors = _next(batches)  # errors[i]: "" or "PATH: why it could not be decoded"
+            good = [i for i, e in enumerate(errors) if not e]
+            predicted: list[tuple[list[int], list[float]]] = []
+            if good:
+                x = normalize(images[good].to(device, non_blocking=True).permute(0, 3, 1, 2)).contiguous()
+                predicted = _top_k(model, x, k, amp, [paths[len(rows) + i] for i in good])
+            shown = iter(predicted)
+            for error in errors:
+                path = paths[len(rows)]
+                if error:
+                    why = error.removeprefix(f"{path}: ")
+                    if strict:
+                        raise DataError(f"{path}: {why} (without --strict, such images are skipped and listed in "
+                                        "the CSV's error column)")
+                    rows.append({"path": path, "classes": [], "names": [], "probs": [], "error": why})
+                else:
+                    c, p = next(shown)
+                    rows.append({"path": path, "classes": c, "names": [names[i] for i in c], "probs": p, "error": ""})
+    except KeyboardInterrupt:  # the workers go first, quietly; main() then says "interrupted" (exit 130)
+        stop_workers(batches)
+        raise
     if rows and all(row["error"] for row in rows):
         shown_errors = "\n  ".join(f"{r['path']}: {r['error']}" for r in rows[:5])
         raise DataError(f"none of the {len(rows)} images could be read; the first:\n  {shown_errors}")
     return rows
+
+
+def _top_k(model: torch.nn.Module, x: torch.Tensor, k: int, amp: torch.dtype | None,
+           paths: Sequence[str]) -> list[tuple[list[int], list[float]]]:
+    """The top-k classes and softmax probabilities of a batch (``paths``: its files). Non-finite logits are an
+    error naming the first such file: their "probabilities" would be NaN, or a class chosen by accident."""
+    with autocast(x.device, amp):
+        logits = model(x).float()
+    finite = torch.isfinite(logits).all(dim=1).cpu()  # predict reads every batch back anyway
+    if not bool(finite.all()):
+        bad = [paths[i] for i in (~finite).nonzero().flatten().tolist()]
+        more = f" and {len(bad) - 1} more of this batch" if len(bad) > 1 else ""
+        raise NonFiniteOutputs(f"the network gave non-finite logits (NaN or inf) for {bad[0]}{more}, so it "
+                               f"predicts nothing{nonfinite_hint(amp)}")
+    probs, classes = logits.softmax(dim=1).topk(k, dim=1)
+    return list(zip(classes.cpu().tolist(), probs.cpu().tolist()))
 
 
 def write_csv(rows: Sequence[dict[str, Any]], out: Path) -> None:

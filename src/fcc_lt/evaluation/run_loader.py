@@ -28,7 +28,8 @@ from fcc_lt.config.validate import validate
 from fcc_lt.data.class_stats import ClassStats
 from fcc_lt.models.checkpoint_file import load_checkpoint, load_model_state, resolve_checkpoint
 from fcc_lt.models.tau_norm import tau_normalized_network
-from fcc_lt.util.errors import CheckpointError, ConfigError, FccError
+from fcc_lt.util.errors import CheckpointError, ConfigError, FccError, OutputError
+from fcc_lt.util.run_lock import held_here, is_locked
 
 
 def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> Config:
@@ -93,6 +94,23 @@ def _run_dir_of(path: Path) -> Path | None:
     return None
 
 
+def refuse_while_training(source: str | Path, what: str, checkpoint: str = "last") -> None:
+    """The one rule for the commands that use a trained run (`fcc eval`, `fcc predict`, `fcc data
+    cam-generate`): not while another process trains, resumes or overwrites it (its lock is held), since its
+    checkpoint is not final and changes under them; a lock this process holds (a Trainer made here) does not
+    count. ``source`` is a run directory or a checkpoint file, ``checkpoint`` 'last', 'best' or a checkpoint
+    file; a file inside ``<run>/checkpoints/`` names that run."""
+    for item in (source, None if checkpoint in ("last", "best") else checkpoint):
+        if item is None:
+            continue
+        path = Path(item)
+        run_dir = path if path.is_dir() else _run_dir_of(path)
+        if run_dir is not None and is_locked(run_dir) and not held_here(run_dir):
+            raise OutputError(f"{what}: {run_dir} is in use by another fcc process (training or resuming): its "
+                              "checkpoints are not final and change under you; wait for it to finish (or stop "
+                              "it) and run this then")
+
+
 def _saved_config(state: Mapping[str, Any], path: Path, what: str) -> Config | None:
     saved = state.get("config")
     if saved is None:
@@ -124,15 +142,25 @@ def _epoch_of(state: Mapping[str, Any]) -> int | str | None:
 
 def _load_any(path: Path) -> tuple[dict[str, Any], bool]:
     """An fcc checkpoint, or the original code's ``.pth`` (weights only): (state, is_original)."""
-    from fcc_lt.evaluation.original_checkpoint import is_original_state, load_original_checkpoint
+    from fcc_lt.evaluation.original_checkpoint import (
+        NotOriginalError,
+        doubled_names_problem,
+        is_original_state,
+        load_original_checkpoint,
+    )
 
     try:
         state = load_checkpoint(path)
     except CheckpointError as ours:
         try:
             return {"model": load_original_checkpoint(path)}, True
+        except NotOriginalError as theirs:  # it reads (NumPy numbers allowed), but holds no network's weights
+            raise CheckpointError(f"{theirs}; nor an fcc checkpoint") from None
         except CheckpointError:
             raise ours from None
+    doubled = doubled_names_problem(state["model"])
+    if doubled is not None:
+        raise CheckpointError(f"{path}: {doubled}")
     return state, is_original_state(state["model"]) and "config" not in state
 
 

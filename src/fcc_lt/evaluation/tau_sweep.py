@@ -19,7 +19,8 @@ from fcc_lt.data.build import build_eval_loader, build_splits
 from fcc_lt.data.loader import EvalLoader
 from fcc_lt.evaluation.files import format_summary, write_eval_outputs, write_json
 from fcc_lt.evaluation.metrics import ClassificationTally, summarize
-from fcc_lt.evaluation.run_loader import load_run, load_run_config
+from fcc_lt.evaluation.passes import nonfinite_hint
+from fcc_lt.evaluation.run_loader import load_run, load_run_config, refuse_while_training
 from fcc_lt.models.heads import tau_normalize
 from fcc_lt.models.tau_norm import _unwrap
 from fcc_lt.util.distributed import DistContext, barrier, setup
@@ -76,7 +77,9 @@ def sweep_tallies(model: nn.Module, loader: EvalLoader, taus: Sequence[float], n
                 tally.update(head(features), labels)
     finally:
         network.train(was_training)
-    return [tally.all_reduce(ctx) for tally in tallies]
+    for tally in tallies:
+        tally.all_reduce(ctx).check_finite(nonfinite_hint(amp_dtype))
+    return tallies
 
 
 def validation_problem(run_dir: Path, cfg: Config) -> tuple[str, str] | None:
@@ -121,6 +124,7 @@ def run_tau_sweep(run_dir: Path, cfg: Config, taus: Sequence[float], *, checkpoi
         raise ConfigError("--tau-sweep: choosing tau on the test split makes the test numbers optimistic; "
                           "select on a validation split (data.val_per_class > 0 for CIFAR), or pass "
                           "--select-on test explicitly to do it anyway")
+    refuse_while_training(run_dir, "fcc eval --tau-sweep", checkpoint)
     _check_selection_split(run_dir, cfg, select_on)
     taus = list(taus)
     ctx = setup(cfg.device)

@@ -220,9 +220,10 @@ def generate(run_dir: Path, out: Path, *, cfg: Any, checkpoint: str = "last", ca
     from fcc_lt.data.annotations import write_json
     from fcc_lt.data.augment import Normalize
     from fcc_lt.data.build import build_splits
-    from fcc_lt.evaluation.run_loader import load_run
+    from fcc_lt.evaluation.run_loader import load_run, refuse_while_training
     from fcc_lt.util.distributed import resolve_device
 
+    refuse_while_training(run_dir, "fcc data cam-generate", checkpoint)
     json_path = out / "cam_train.json"
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file, not a folder")

@@ -37,16 +37,94 @@ def save_checkpoint(state: Mapping[str, Any], path: Path) -> None:
     atomic_write_bytes(Path(path), lambda f: f.write(data))
 
 
+# What torch.save writes: a zip archive (torch >= 1.6), or the legacy format, which starts with the pickled
+# magic number 0x1950a86a20f9469cfc6c (pickle protocol 2: PROTO 2, LONG1 of 10 bytes, little-endian)
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
+def not_a_checkpoint(path: Path) -> str | None:
+    """Why ``path`` cannot be a file torch.save wrote, from its first bytes (and a zip's names), or None.
+
+    So that an empty file, a text file, a zip of something else or a plain pickle is called what it is,
+    instead of whatever torch.load's parser stumbles on (or "unsafe", which is about pickled code)."""
+    import zipfile
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as err:
+        return f"cannot be read: {err.strerror or err}"
+    if not head:
+        return "an empty file (0 bytes), not a checkpoint"
+    if head.startswith(_ZIP_MAGIC):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError) as err:
+            return f"a damaged zip archive ({err}), not a readable checkpoint"
+        if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            return None
+        names = names[:3]
+        return ("a zip archive, but not a PyTorch checkpoint: it holds no data.pkl (it holds "
+                f"{', '.join(names) or 'nothing'}{' ...' if len(names) == 3 else ''})")
+    if head.startswith(_LEGACY_MAGIC):
+        return None
+    if head[:1] == b"\x80":
+        called = _pickled_call(path)
+        if called is not None:
+            return (f"refused: it holds Python objects other than tensors and plain containers (a pickle that "
+                    f"would call {called}, not written by torch.save); fcc reads checkpoints with "
+                    "torch.load(weights_only=True), which never runs code from the file")
+        return ("a Python pickle that torch.save did not write (a checkpoint is the zip archive torch.save writes, "
+                "or its older format)")
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if text and all(c.isprintable() or c in "\r\n\t" for c in text.rstrip("\x00")):
+        first = text.splitlines()[0][:40] if text.splitlines() else text[:40]
+        return f"a text file (it starts with {first!r}), not a checkpoint"
+    return "not a file torch.save wrote (neither a zip archive nor its older format)"
+
+
+def _pickled_call(path: Path) -> str | None:
+    """The first callable a plain pickle would look up (``module.name``), read from its opcodes without
+    unpickling anything; None when it looks up none (or cannot be parsed)."""
+    import pickletools
+    from collections import deque
+
+    strings: deque[str] = deque(maxlen=2)  # STACK_GLOBAL takes module and name from the last two strings
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _ in pickletools.genops(f):
+                if op.name in ("GLOBAL", "INST"):
+                    return str(arg).replace(" ", ".")
+                if op.name == "STACK_GLOBAL":
+                    return ".".join(strings) if len(strings) == 2 else "a global"
+                if isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # untrusted bytes: what does not parse holds no call we could name
+        return None
+    return None
+
+
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint safely; raises CheckpointError naming the file on any problem."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    problem = not_a_checkpoint(path)
+    if problem is not None:
+        raise CheckpointError(f"{path}: {problem}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        detail = next((line for line in lines if "GLOBAL" in line or "nsupported" in line), lines[-1] if lines else "")
+        detail = next((line for line in lines if "GLOBAL" in line), "")
+        if not detail:  # not an object the reader refused: data it cannot parse
+            first = next((line for line in lines if "nsupported" in line), lines[-1] if lines else "")
+            raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
         raise CheckpointError(f"{path}: refused: it holds Python objects other than tensors and plain "
                               f"containers ({detail}); fcc reads checkpoints with "
                               "torch.load(weights_only=True), which never runs code from the file") from None

@@ -59,6 +59,11 @@ def unlock_run_dir(run_dir: Path) -> None:
         f.close()  # closing the file releases the lock
 
 
+def held_here(run_dir: Path) -> bool:
+    """Whether this process holds ``run_dir``'s lock (a Trainer made in this process, e.g. in a notebook)."""
+    return str(Path(run_dir).resolve()) in _RUN_LOCKS
+
+
 def is_locked(run_dir: Path) -> bool:
     """Whether another process holds ``run_dir/.lock`` (a run training, resuming or being evaluated)."""
     path = Path(run_dir) / ".lock"

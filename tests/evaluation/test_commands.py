@@ -1,0 +1,123 @@
+"""The commands that use a trained run (`fcc eval`, `fcc predict`, `fcc data cam-generate`) as a user meets
+them: one rule for a run still training, non-finite outputs as an error that says so."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from evaluation_fixtures import copy_run, trained_fcc_run  # noqa: F401 - the fcc_run fixture
+from PIL import Image
+
+from fcc_lt.cli.main import main
+from fcc_lt.evaluation.metrics import ClassificationTally, FeatureTally
+
+
+def a_photo(tmp_path: Path) -> Path:
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@contextmanager
+def held_elsewhere(run: Path) -> Iterator[None]:
+    """The run's lock as another process holds it (an flock of its own open file, which this process's
+    is_locked probe conflicts with; the process's own run_lock registry knows nothing of it)."""
+    fcntl = pytest.importorskip("fcntl")
+    with open(run / ".lock", "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+
+
+def test_a_run_still_training_is_refused_by_every_command_that_uses_it(fcc_run: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    run = copy_run(fcc_run, tmp_path)
+    other = copy_run(fcc_run, tmp_path / "elsewhere")
+    photo, csv, cam = a_photo(tmp_path), tmp_path / "p.csv", tmp_path / "cam"
+    before = sorted(p.name for p in run.iterdir())
+    with held_elsewhere(run):  # as a training process holds it
+        for args in (["eval", str(run)], ["eval", str(run), "--features"], ["eval", str(run), "--tau-sweep", "0,1"],
+                     ["predict", str(run), str(photo), "--out", str(csv)],
+                     ["data", "cam-generate", str(run), "--out", str(cam)],
+                     # another run's command naming this run's checkpoint file
+                     ["predict", str(other), str(photo), "--out", str(csv),
+                      "--checkpoint", str(run / "checkpoints" / "last.pt")]):
+            assert main(args) == 2, args
+            err = capsys.readouterr().err
+            assert f"{run} is in use by another fcc process (training or resuming)" in err, (args, err)
+    assert not csv.exists() and not cam.exists() and sorted(p.name for p in run.iterdir()) == before
+    assert main(["predict", str(run), str(photo), "--out", str(csv)]) == 0  # once it is done
+
+
+def poison(run: Path, key_part: str) -> None:
+    """Make last.pt's weights whose names contain ``key_part`` NaN (as an edited or outside file could be:
+    fcc itself never saves a non-finite checkpoint)."""
+    path = run / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    hit = [k for k in state["model"] if key_part in k and state["model"][k].is_floating_point()]
+    assert hit
+    for k in hit:
+        state["model"][k].fill_(float("nan"))
+    torch.save(state, path)
+
+
+def test_nan_logits_are_an_error_not_a_top1(fcc_run: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    run = copy_run(fcc_run, tmp_path)
+    poison(run, "head.fc.bias")
+    assert main(["eval", str(run)]) == 2  # before: top1 10.00, exit 0
+    err = capsys.readouterr().err
+    assert "100 of 100 images gave non-finite logits (NaN or inf), so no accuracy is reported" in err
+    assert not (run / "eval_last_test.json").exists()
+    assert main(["eval", str(run), "--tau-sweep", "0,1"]) == 2
+    assert "non-finite logits" in capsys.readouterr().err and not (run / "tau_sweep.json").exists()
+    csv = tmp_path / "p.csv"
+    assert main(["predict", str(run), str(a_photo(tmp_path)), "--out", str(csv)]) == 2
+    assert "non-finite logits (NaN or inf) for" in capsys.readouterr().err and not csv.exists()
+
+
+def test_nan_features_are_an_error_not_a_traceback(fcc_run: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    run = copy_run(fcc_run, tmp_path)
+    poison(run, "backbone.stem.1.running_var")
+    assert main(["eval", str(run), "--features"]) == 2  # before: a traceback
+    err = capsys.readouterr().err
+    assert "gave non-finite pooled features (NaN or inf), so no feature statistics are reported" in err
+    assert not (run / "features.json").exists() and not (run / "features.npz").exists()
+
+
+class NoHostReads(torch.overrides.TorchFunctionMode):
+    """Fails on anything that reads a device value on the host."""
+
+    FORBIDDEN = frozenset({"__float__", "__int__", "__bool__", "__index__", "item", "tolist", "numpy", "cpu"})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        if getattr(func, "__name__", "") in self.FORBIDDEN:
+            raise AssertionError(f"host read in a tally update: {func.__name__}")
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_non_finite_flag_is_kept_on_the_device_and_read_once() -> None:
+    logits = torch.randn(6, 4)
+    logits[2, 1] = float("nan")
+    logits[4, 0] = float("inf")
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+    tally = ClassificationTally(4, torch.device("cpu"))
+    features = FeatureTally(4, 3, torch.device("cpu"))
+    with NoHostReads():
+        for _ in range(3):
+            tally.update(logits, labels)
+            features.update(torch.where(torch.arange(6)[:, None] == 5, float("nan"), torch.ones(6, 3)), labels)
+    assert int(tally.nonfinite) == 6 and int(features.nonfinite) == 3
+    with pytest.raises(Exception, match="6 of 18 images gave non-finite logits"):
+        tally.check_finite()
+    with pytest.raises(Exception, match="3 of 18 images gave non-finite pooled features"):
+        features.check_finite()
+    clean = ClassificationTally(4, torch.device("cpu"))
+    clean.update(torch.randn(6, 4), labels)
+    clean.check_finite()
+
