@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -286,3 +287,129 @@ def test_cli_report_formats_and_out_dir(tmp_path: Path, capsys: pytest.CaptureFi
     assert (out / "report.csv").read_text().startswith("section,group,run,path")
     assert (out / "per_class_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "per_class_accuracy.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+# ------------------------------------------------------------------- two-stage pairing, speed keys (issue 21)
+
+
+def crt(path: Path, stage1: Path, seed: int, top1: float, fcc: bool = False) -> Path:
+    """A second stage (cRT: class-balanced sampler) on the backbone of ``stage1``."""
+    return make_run(path, seed=seed, fcc=fcc, top1=top1, overrides={
+        "model.init_from": str(stage1 / "checkpoints" / "last.pt"), "sampler.name": "class_balanced"})
+
+
+def pair_rows(root: Path) -> dict[str, dict]:
+    return {p["columns"]["fcc"]: p for p in report_data(build_report([root]))["fcc_effect"]}
+
+
+@pytest.mark.parametrize("baseline_name", ["a_crt", "z_crt"])
+def test_a_second_stage_pairs_with_the_run_without_fcc_anywhere_whatever_the_names(tmp_path: Path,
+                                                                                  baseline_name: str) -> None:
+    """cRT + FCC (FCC in stage 2) against cRT: the partner is the cRT run whose stage 1 has no FCC either,
+    never the cRT run on an FCC backbone, whichever folder name sorts first (+1.0 here, not -14.0); the run on
+    an FCC backbone is with FCC, in a row of its own (+15.0)."""
+    s1_ce, s1_fcc = make_run(tmp_path / "s1_ce", seed=0), make_run(tmp_path / "s1_fcc", seed=0, fcc=True)
+    crt(tmp_path / baseline_name, s1_ce, 0, 70.0)
+    crt(tmp_path / "m_crt_on_fcc_backbone", s1_fcc, 0, 85.0)
+    crt(tmp_path / "m_crt_fcc", s1_ce, 0, 71.0, fcc=True)
+    rows = pair_rows(tmp_path)
+    stage2 = rows["FCC(gamma 0.5, from epoch 1)"]
+    assert stage2["columns"]["method"] == "ce + class_balanced sampler [init: ce]"
+    assert stage2["pairs"] == [{"seed": 0, "with": str(tmp_path / "m_crt_fcc"),
+                                "without": str(tmp_path / baseline_name)}]
+    assert stage2["metrics"]["top1"]["mean"] == pytest.approx(1.0)
+    stage1 = rows["- [init: FCC(gamma 0.5, from epoch 1)]"]
+    assert stage1["metrics"]["top1"]["mean"] == pytest.approx(15.0) and stage1["n"] == 1
+
+
+def test_fcc_in_both_stages_and_in_stage_two_only_are_separate_rows(tmp_path: Path) -> None:
+    s1_ce, s1_fcc = make_run(tmp_path / "s1_ce", seed=0), make_run(tmp_path / "s1_fcc", seed=0, fcc=True)
+    crt(tmp_path / "crt", s1_ce, 0, 70.0)
+    crt(tmp_path / "crt_fcc_both", s1_fcc, 0, 74.0, fcc=True)
+    crt(tmp_path / "crt_fcc_stage2", s1_ce, 0, 71.0, fcc=True)
+    rows = pair_rows(tmp_path)
+    both = rows["FCC(gamma 0.5, from epoch 1) [init: FCC(gamma 0.5, from epoch 1)]"]
+    only2 = rows["FCC(gamma 0.5, from epoch 1)"]
+    assert (both["n"], both["seeds"], both["metrics"]["top1"]["mean"]) == (1, [0], pytest.approx(4.0))
+    assert (only2["n"], only2["seeds"], only2["metrics"]["top1"]["mean"]) == (1, [0], pytest.approx(1.0))
+    assert "FCC(gamma 0.5, from epoch 1) [init: FCC(gamma 0.5, from epoch 1)]" in table([tmp_path])
+
+
+def test_a_second_stage_pairs_only_with_the_same_stage_one_seed(tmp_path: Path) -> None:
+    stage1 = {s: make_run(tmp_path / f"s1_ce_{s}", seed=s) for s in (0, 1)}
+    crt(tmp_path / "crt_seed0_from1", stage1[1], 0, 70.0)
+    crt(tmp_path / "crt_fcc_seed0_from0", stage1[0], 0, 73.0, fcc=True)
+    data = report_data(build_report([tmp_path]))
+    assert data["fcc_effect"] == []
+    assert data["unpaired"] == [{"run": str(tmp_path / "crt_fcc_seed0_from0"),
+                                 "reason": "no finished run without FCC of the same config and seeds"}]
+    assert "Runs with FCC not paired (1):" in table([tmp_path])
+    # cRT runs of seed 0 (from stage-1 seed 1) and seed 1 (from stage-1 seed 0) still form one group over seeds
+    crt(tmp_path / "crt_seed1_from0", stage1[0], 1, 72.0)
+    groups = [g for g in report_data(build_report([tmp_path]))["groups"]
+              if "init: ce]" in g["columns"]["method"] and g["columns"]["fcc"] == "-"]
+    assert [(g["n"], g["seeds"]) for g in groups] == [(2, [0, 1])]
+
+
+def test_runs_differing_only_in_speed_settings_group_together(tmp_path: Path) -> None:
+    make_run(tmp_path / "eager", seed=0, top1=70.0, overrides={"train.compile": "off", "train.amp": "off"})
+    make_run(tmp_path / "compiled", seed=1, top1=71.0, overrides={"train.compile": "on", "train.channels_last": True,
+                                                                   "train.compile_mode": "max-autotune"})
+    make_run(tmp_path / "bf16", seed=2, top1=72.0, overrides={"train.amp": "bf16", "train.channels_last": False})
+    (group,) = report_data(build_report([tmp_path]))["groups"]
+    assert group["n"] == 3 and group["metrics"]["top1"]["mean"] == pytest.approx(71.0)
+
+
+# ---------------------------------------------------------------------- short and capped runs (issue 21)
+
+
+SHORT_LOG = ("/src/fcc_lt/config/load.py:200: ScheduleWarning: train.epochs=20 is too short for this 200-epoch "
+             "schedule: fcc.start_epoch 170 -> 18: in the 200-epoch schedule it acts ... before the first LR drop; now "
+             "only after it (epoch 17). Results will not mean what the config means; ...\n")
+
+
+def short_runs(root: Path) -> Path:
+    """ce and ce + FCC over seeds 0 and 1, plus a capped, a collapsed-schedule and a logged-short run."""
+    for seed in (0, 1):
+        make_run(root / f"ce_s{seed}", seed=seed, top1=70.0 + seed)
+        make_run(root / f"fcc_s{seed}", seed=seed, fcc=True, top1=72.0 + seed)
+    make_run(root / "capped", seed=2, top1=10.0, overrides={"train.max_steps_per_epoch": 2})
+    make_run(root / "collapsed", seed=2, fcc=True, top1=90.0, overrides={"train.milestones": [4, 4]})
+    logged = make_run(root / "logged", seed=3, top1=11.0)
+    (logged / "train.log").write_text("===== fcc sweep: fcc train x.yaml\n" + SHORT_LOG + "epoch 1/4 ...\n")
+    return root
+
+
+def test_short_and_capped_runs_are_left_out_of_the_intervals_and_said_so(tmp_path: Path) -> None:
+    root = short_runs(tmp_path)
+    data = report_data(build_report([root]))
+    runs = {r["run"]: r for r in data["runs"]}
+    assert {n: runs[n]["state"] for n in ("capped", "collapsed", "logged")} == dict.fromkeys(
+        ("capped", "collapsed", "logged"), "short")
+    assert runs["capped"]["caveats"] == ["capped at 2 step(s) per epoch (train.max_steps_per_epoch)"]
+    assert runs["collapsed"]["caveats"] == ["several LR drops fall on one epoch (train.milestones [4, 4])"]
+    assert runs["logged"]["caveats"][0].startswith("train.epochs=20 is too short for this 200-epoch schedule")
+    # the groups and the paired difference are those of the four full runs alone: 70.5, 72.5 and +2
+    assert [g["metrics"]["top1"]["mean"] for g in data["groups"]] == [pytest.approx(70.5), pytest.approx(72.5)]
+    assert data["fcc_effect"][0]["n"] == 2 and data["fcc_effect"][0]["metrics"]["top1"]["mean"] == pytest.approx(2.0)
+    text = table([root])
+    assert "3 run(s) whose schedule cannot mean what its config means" in text
+    assert re.search(r"^\| capped \| short \| capped at 2 step\(s\) per epoch", text, flags=re.MULTILINE)
+
+
+def test_include_short_counts_them_marked_in_every_table(tmp_path: Path) -> None:
+    root = short_runs(tmp_path)
+    data = report_data(build_report([root], include_short=True))
+    groups = {(g["n"], g["columns"]["fcc"] != "-", bool(g["caveats"])): g for g in data["groups"]}
+    # the logged-short run has ce's config: it joins ce's group (mean of 70, 71, 11), which is marked; the
+    # capped and collapsed runs have configs of their own (one-run groups, marked); FCC's group is clean
+    assert sorted(groups) == [(1, False, True), (1, True, True), (2, True, False), (3, False, True)]
+    ce = groups[(3, False, True)]
+    assert ce["metrics"]["top1"]["mean"] == pytest.approx((70 + 71 + 11) / 3) and len(ce["caveats"]) == 1
+    text = table([root], include_short=True)
+    assert text.count("† |") >= 3 + 3 and "| capped† |" in text and "| logged† |" in text
+    assert "† counts 3 run(s) whose schedule cannot mean what its config means" in text
+    rows = list(csv.DictReader(io.StringIO(table([root], fmt="csv", include_short=True))))
+    assert next(r for r in rows if r["run"] == "capped")["caveats"].startswith("capped at 2 step(s)")
+    group_row = next(r for r in rows if r["section"] == "group" and r["group"] == ce["id"])
+    assert group_row["caveats"].startswith("logged: train.epochs=20 is too short")

@@ -10,6 +10,9 @@ from fcc_lt.util import argtypes
 from fcc_lt.util.argtypes import int_at_least, number_at_least
 from fcc_lt.util.errors import ConfigError
 
+SHORT_HELP = ("also count (and plot) runs whose schedule cannot mean what their config means: steps capped by "
+              "train.max_steps_per_epoch, or a schedule too short for its LR drops and deferred parts (marked †)")
+
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from fcc_lt.config.recipes import resolve_sweep
@@ -26,7 +29,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from fcc_lt.experiments.report import FORMATS, build_report, write_report_dir
 
-    report = build_report(args.runs, args.group_by, args.eval_file)
+    report = build_report(args.runs, args.group_by, args.eval_file, args.include_short)
     sys.stdout.write(FORMATS[args.format](report))
     if args.out:
         from fcc_lt.experiments.plots import plot_report
@@ -55,9 +58,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
         raise ConfigError(f"fcc plot {args.kind}: name one or more run directories")
     skipped: list[str] = []
     if args.kind in ("per-class", "clusters", "margins", "scale"):
-        written, skipped = plots.grouped_plot(args.kind, args.runs, _plot_out(args), args.group_by, args.eval_file)
+        written, skipped = plots.grouped_plot(args.kind, args.runs, _plot_out(args), args.group_by, args.eval_file,
+                                              args.include_short)
     elif args.kind == "curves":
-        written, skipped = plots.curves_plot(args.runs, _plot_out(args))
+        written, skipped = plots.curves_plot(args.runs, _plot_out(args), args.include_short)
     elif args.kind == "confusion":
         runs = find_run_dirs(args.runs)
         if len(runs) != 1:
@@ -128,6 +132,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="the result file of each run (default eval.json, the run's own; e.g. eval_last_test.json "
                         "for what `fcc eval RUN` wrote)")
     p.add_argument("--out", metavar="DIR", help="also write report.md/.csv/.json and the group figures into DIR")
+    p.add_argument("--include-short", action="store_true", help=SHORT_HELP)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("plot", help="figures (PNG and PDF) from run directories",
@@ -148,6 +153,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--out", metavar="DIR", help="folder for the figures (default: the one DIR named)")
         if kind in ("per-class", "clusters", "margins", "scale"):
             q.add_argument("--group-by", metavar="KEYS", help="as for fcc report")
+        if kind in ("per-class", "clusters", "curves", "margins", "scale"):
+            q.add_argument("--include-short", action="store_true", help=SHORT_HELP)
         if kind in ("per-class", "clusters", "confusion", "margins", "scale"):
             q.add_argument("--eval-file", default="eval.json", type=argtypes.path,
                            help="the result file of each run (default eval.json; as for fcc report)")

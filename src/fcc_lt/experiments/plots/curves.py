@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fcc_lt.experiments.plots.style import colors, new_figure, paper_style, run_labels, save_figure
-from fcc_lt.experiments.run_folder import find_run_dirs, read_metrics
+from fcc_lt.experiments.run_folder import config_or_none, find_run_dirs, read_metrics
 from fcc_lt.util.errors import DataError
 
 
@@ -54,16 +54,26 @@ def plot_training_curves(run_dirs: Sequence[Path], out_dir: Path, stem: str = "t
 
 
 
-def curves_plot(paths: Sequence[str | Path], out_dir: Path) -> tuple[list[Path], list[str]]:
+def curves_plot(paths: Sequence[str | Path], out_dir: Path, include_short: bool = False
+                ) -> tuple[list[Path], list[str]]:
     """`fcc plot curves DIR...`: every run with epoch lines (running and stopped ones too); one line for each
-    run left out."""
+    run left out. Smoke runs (steps capped by train.max_steps_per_epoch) are left out unless
+    ``include_short``."""
+    from fcc_lt.experiments.report.collect import schedule_caveats
+
     runs, skipped = [], []
     for run in find_run_dirs(paths):
         try:
             read_metrics(run)
-            runs.append(run)
         except DataError as err:
             skipped.append(f"{err}, not plotted")
+            continue
+        cfg = config_or_none(run) or {}
+        capped = [c for c in schedule_caveats(cfg, run) if "max_steps_per_epoch" in c]
+        if capped and not include_short:
+            skipped.append(f"{run}: a smoke run ({capped[0]}), not plotted (--include-short plots it)")
+            continue
+        runs.append(run)
     if not runs:
         raise DataError("no run with epoch lines in metrics.jsonl (" + "; ".join(skipped) + ")")
     return plot_training_curves(runs, out_dir), skipped

@@ -174,11 +174,12 @@ def _why_left_out(run: ReportRun) -> str:
 
 
 def grouped_plot(kind: str, paths: Sequence[str | Path], out_dir: Path, group_by: str | None = None,
-                 eval_file: str = "eval.json") -> tuple[list[Path], list[str]]:
-    """`fcc plot per-class|clusters DIR...`: the figure and one line for each run left out (unfinished)."""
+                 eval_file: str = "eval.json", include_short: bool = False) -> tuple[list[Path], list[str]]:
+    """`fcc plot per-class|clusters DIR...`: the figure and one line for each run left out (unfinished,
+    failed, short unless ``include_short``, duplicate)."""
     from fcc_lt.experiments.report import build_report
 
-    report = build_report(paths, group_by, eval_file)
+    report = build_report(paths, group_by, eval_file, include_short)
     skipped = [f"{r.path}: {_why_left_out(r)}, not plotted" for r in report.runs if not r.counted]
     if not report.groups:
         raise DataError("no finished runs to plot (" + "; ".join(skipped) + ")")

@@ -87,9 +87,9 @@ def group_styles(groups: Sequence[Group]) -> list[tuple[Any, str]]:
     """A colour per method (with and without FCC share it), solid with FCC, dashed without."""
     methods: dict[Any, int] = {}
     for g in groups:
-        methods.setdefault(g.runs[0].pair_key(), len(methods))
+        methods.setdefault(g.runs[0].method_key(), len(methods))
     palette = colors(len(methods))
-    return [(palette[methods[g.runs[0].pair_key()]], "-" if g.runs[0].fcc_on else "--") for g in groups]
+    return [(palette[methods[g.runs[0].method_key()]], "-" if g.runs[0].fcc_on else "--") for g in groups]
 
 
 def group_labels(groups: Sequence[Group]) -> list[str]:
@@ -104,5 +104,6 @@ def group_labels(groups: Sequence[Group]) -> list[str]:
         parts += [f"{COLUMNS[c]} {col[c]}" for c in varying]
         if g.differs:
             parts.append(g.differs)
-        labels.append(f"{', '.join(parts)} (n={len(g.runs)})")
+        short = " †short schedule" if g.marked else ""  # counted with --include-short: marked as in the tables
+        labels.append(f"{', '.join(parts)} (n={len(g.runs)}){short}")
     return labels

@@ -62,9 +62,11 @@ def fcc_vs_logit_adjustment(row: PairRow) -> dict[str, Interval] | None:
 
 # -- decoupling ------------------------------------------------------------------------------------------------
 
-def _referenced(run: ReportRun) -> dict[str, str] | None:
+def _referenced(run: ReportRun) -> tuple[dict[str, str], str] | None:
+    """The identity of the run ``run`` starts from, and that run's seed (as JSON)."""
     ref = {k[len(PREFIX):]: v for k, v in run.identity.items() if k.startswith(PREFIX)}
-    return ref or None
+    seed = ref.pop("seed", None)
+    return (ref, seed if seed is not None else json.dumps(run.seed)) if ref else None
 
 
 def stage1_pairs(row: PairRow, runs: Sequence[ReportRun]) -> list[tuple[ReportRun, ReportRun, ReportRun, ReportRun]]:
@@ -76,7 +78,7 @@ def stage1_pairs(row: PairRow, runs: Sequence[ReportRun]) -> list[tuple[ReportRu
         refs = [_referenced(w), _referenced(b)]
         if refs[0] is None or refs[1] is None:
             return []
-        found = [by_identity.get((json.dumps(ref, sort_keys=True), json.dumps(w.seed))) for ref in refs]
+        found = [by_identity.get((json.dumps(ref, sort_keys=True), seed)) for ref, seed in refs]
         if found[0] is not None and found[1] is not None:
             out.append((w, b, found[0], found[1]))
     return out

@@ -48,6 +48,9 @@ IGNORED_KEYS = frozenset({
     "out", "device", "data.root", "data.image_root", "data.download", "data.workers", "data.prefetch",
     "data.loader", "data.preload_max_mb", "train.progress", "train.log_every", "train.tensorboard",
     "eval.batch_size", "eval.confusion_png_max_classes",
+    # speed settings: how fast the same computation runs (compiled or not, memory format, precision)
+    "train.compile", "train.compile_mode", "train.channels_last", "train.amp",
+    "train.tracker", "train.tracker_uri", "train.tracker_project",
 })
 # Config keys naming another run (a stage-1 checkpoint, a teacher): replaced by that run's own identity,
 # so stage-2 runs of different seeds (each from its own stage-1 run) still form one group.
@@ -113,6 +116,7 @@ def config_identity(cfg: dict[str, Any], run_dir: Path, depth: int = 0) -> dict[
             if ref is not None and ref_cfg is not None:
                 for sub, sub_value in config_identity(ref_cfg, ref[0], depth + 1).items():
                     out[f"{key}.run.{sub}"] = sub_value
+                out[f"{key}.run.seed"] = json.dumps(ref_cfg.get("seed"))  # pairs match on it, groups do not
                 out[f"{key}.checkpoint"] = json.dumps(ref[1])
                 continue
         out[key] = json.dumps(value, sort_keys=True)
@@ -122,6 +126,11 @@ def config_identity(cfg: dict[str, Any], run_dir: Path, depth: int = 0) -> dict[
 def is_fcc_key(key: str) -> bool:
     """Whether an identity key is an FCC setting (of this run or of a run it starts from)."""
     return key.startswith("fcc.") or ".run.fcc." in key
+
+
+def is_seed_key(key: str) -> bool:
+    """Whether an identity key is the seed of a run this one starts from (or learns from)."""
+    return key.endswith(".run.seed")
 
 
 def _fmt_number(value: Any) -> str:
@@ -154,6 +163,20 @@ def fcc_label(cfg: dict[str, Any]) -> str:
         return "-"
     extra = "" if fcc.get("rank_by", "frequency") == "frequency" else f", rank by {fcc.get('rank_by')}"
     return f"FCC(gamma {_fmt_number(fcc.get('gamma'))}, from epoch {fcc.get('start_epoch')}{extra})"
+
+
+def fcc_chain_label(cfg: dict[str, Any], run_dir: Path, depth: int = 0) -> str:
+    """FCC in this run and in the runs it starts from: 'FCC(gamma 0.5, from epoch 1)', '- [init: FCC(...)]'
+    (a second stage on an FCC backbone), or '-' when no run of the chain uses FCC."""
+    label = fcc_label(cfg)
+    for key, name in (("model.init_from", "init"), ("distill.teacher", "teacher")):
+        section, leaf = key.split(".")
+        value = (cfg.get(section) or {}).get(leaf)
+        ref = _resolve_reference(value, run_dir) if isinstance(value, str) and depth < 4 else None
+        ref_cfg = config_or_none(ref[0]) if ref else None
+        if ref is not None and ref_cfg is not None and (inner := fcc_chain_label(ref_cfg, ref[0], depth + 1)) != "-":
+            label += f" [{name}: {inner}]"
+    return label
 
 
 def method_label(cfg: dict[str, Any], run_dir: Path, depth: int = 0) -> str:
@@ -210,6 +233,8 @@ class ReportRun:
     duplicate_of: Path | None = None
     group: str | None = None
     analysis_problem: str = ""  # why an analysis.json that is there was not used
+    caveats: list[str] = field(default_factory=list)  # why its numbers do not mean what its config means
+    fcc_chain: str = "-"  # FCC in this run and in the runs it starts from ('-': none)
 
     @property
     def name(self) -> str:
@@ -220,16 +245,32 @@ class ReportRun:
         return self.state == "finished" and self.duplicate_of is None
 
     @property
+    def marked(self) -> str:
+        """'†' for a run counted despite caveats (--include-short), else ''."""
+        return "†" if self.caveats and self.counted else ""
+
+    @property
     def fcc_on(self) -> bool:
-        """FCC in this run or in a run it starts from (a cRT head on an FCC backbone counts as with FCC)."""
-        return any(v == "true" for k, v in self.identity.items()
-                   if k == "fcc.enabled" or k.endswith(".run.fcc.enabled"))
+        """FCC in this run or in a run it starts from (a cRT stage on an FCC-trained backbone is 'with FCC')."""
+        return any(k.endswith("fcc.enabled") and is_fcc_key(k) and v == "true" for k, v in self.identity.items())
+
+    def group_key(self) -> frozenset[tuple[str, str]]:
+        """What a group shares: everything but the seeds (its own and those of the runs it starts from)."""
+        return frozenset((k, v) for k, v in self.identity.items() if not is_seed_key(k))
+
+    def method_key(self) -> frozenset[tuple[str, str]]:
+        """The method without FCC anywhere in its chain and without seeds: a with-FCC run and its partner
+        share it (figures give them one colour)."""
+        return frozenset((k, v) for k, v in self.identity.items() if not is_fcc_key(k) and not is_seed_key(k))
 
     def pair_key(self) -> frozenset[tuple[str, str]]:
-        return frozenset((k, v) for k, v in self.identity.items() if not is_fcc_key(k))
+        """What a with-FCC run and its partner share: the method, this run's seed and the seeds of the runs
+        it starts from (a cRT run pairs only with the cRT run from the same stage-1 seed)."""
+        seeds = frozenset((k, v) for k, v in self.identity.items() if is_seed_key(k))
+        return self.method_key() | seeds | {("seed", json.dumps(self.seed))}
 
     def fcc_key(self) -> frozenset[tuple[str, str]]:
-        """Its FCC settings and those of the run it starts from (a pair row holds one combination)."""
+        """The FCC settings of this run and of the runs it starts from."""
         return frozenset((k, v) for k, v in self.identity.items() if is_fcc_key(k))
 
 
@@ -241,9 +282,10 @@ def _dig(data: Any, keys: Sequence[str]) -> Any:
     return data
 
 
-def collect_run(run_dir: Path, eval_file: str = "eval.json") -> ReportRun:
+def collect_run(run_dir: Path, eval_file: str = "eval.json", include_short: bool = False) -> ReportRun:
     """Read a run directory; an unfinished or broken one comes back with its state and why (the file and
-    field that failed), never an exception."""
+    field that failed), never an exception. A finished run whose schedule cannot mean what its config
+    means (``schedule_caveats``) is 'short' unless ``include_short``, then counted with its caveats."""
     try:
         cfg = read_config(run_dir)
     except RunFileError:
@@ -255,6 +297,7 @@ def collect_run(run_dir: Path, eval_file: str = "eval.json") -> ReportRun:
     run.seed = cfg.get("seed")
     run.identity = config_identity(cfg, run_dir)
     run.columns = run_columns(cfg, run_dir)
+    run.fcc_chain = fcc_chain_label(cfg, run_dir)
     if status.state != "finished":
         return run
     try:
@@ -272,16 +315,24 @@ def collect_run(run_dir: Path, eval_file: str = "eval.json") -> ReportRun:
         return run
     run.metrics.update(result.metrics)
     run.per_class, run.class_names, run.train_counts = result.per_class, result.class_names, result.train_counts
+    run.caveats = schedule_caveats(cfg, run_dir)
+    if run.caveats and not include_short:
+        run.state = "short"
+        run.detail = "; ".join(run.caveats) + " (--include-short counts it)"
     _collect_analysis(run)
     try:
         features = read_feature_json(run_dir)
     except RunFileError as err:
         if not err.missing:
-            run.detail = f"feature statistics left out: {err.detail}"
+            _add_detail(run, f"feature statistics left out: {err.detail}")
         return run
     for metric, keys in FEATURE_METRICS.items():
         run.metrics[metric] = _dig(features, keys)
     return run
+
+
+def _add_detail(run: ReportRun, text: str) -> None:
+    run.detail = f"{run.detail}; {text}" if run.detail else text
 
 
 def _collect_analysis(run: ReportRun) -> None:
@@ -290,13 +341,64 @@ def _collect_analysis(run: ReportRun) -> None:
         data = read_analysis(run.path)
     except RunFileError as err:
         if not err.missing:
-            run.detail = run.analysis_problem = err.detail
+            run.analysis_problem = err.detail
+            _add_detail(run, err.detail)
         return
     if not isinstance(data, dict) or data.get("format") != "fcc-analysis":
-        run.detail = run.analysis_problem = "analysis.json is not an fcc analysis (`fcc analyze RUN` writes one)"
+        run.analysis_problem = "analysis.json is not an fcc analysis (`fcc analyze RUN` writes one)"
+        _add_detail(run, run.analysis_problem)
         return
     numbers = analysis_metrics(data)
     if all(v is None for v in numbers.values()):
-        run.detail = run.analysis_problem = "analysis.json holds none of the numbers `fcc analyze` writes"
+        run.analysis_problem = "analysis.json holds none of the numbers `fcc analyze` writes"
+        _add_detail(run, run.analysis_problem)
     run.metrics.update(numbers)
 
+
+
+SHORT_WARNING = "is too short for this"  # fcc_lt.config.schedule's ScheduleWarning, as train.log holds it
+
+
+def schedule_caveats(cfg: dict[str, Any], run_dir: Path) -> list[str]:
+    """Why a finished run's numbers do not mean what its config means, as training warned: steps capped by
+    train.max_steps_per_epoch (what --smoke sets), LR drops that a shortened schedule moved onto epoch 1 or
+    onto one epoch (seen in config.yaml, which holds the rescaled values), and the short-schedule warning
+    training wrote to RUN/train.log (a deferred part moved past the first LR drop, which config.yaml alone
+    cannot show, since it keeps only the rescaled epochs)."""
+    train = cfg.get("train") or {}
+    out = []
+    if train.get("max_steps_per_epoch") is not None:
+        out.append(f"capped at {train['max_steps_per_epoch']} step(s) per epoch (train.max_steps_per_epoch)")
+    milestones = train.get("milestones") or []
+    if train.get("scheduler", "multistep") == "multistep" and milestones:
+        if min(milestones) <= 1:
+            out.append(f"the LR drops at epoch {min(milestones)} (train.milestones {milestones}): the whole run "
+                       "trains at the lowered LR")
+        elif len(set(milestones)) < len(milestones):
+            out.append(f"several LR drops fall on one epoch (train.milestones {milestones})")
+    warning = _logged_short_warning(Path(run_dir))
+    if warning and not out:
+        out.append(warning)
+    return out
+
+
+def _logged_short_warning(run_dir: Path, max_lines: int = 100_000) -> str | None:
+    """The short-schedule warning training wrote to RUN/train.log, if any (read within bounds, first lines
+    first: the warning comes when the config is loaded)."""
+    from fcc_lt.util.errors import FccError
+    from fcc_lt.util.files import open_input
+
+    path = run_dir / "train.log"
+    if not path.is_file():
+        return None
+    try:
+        with open_input(path, "training log") as f:
+            for _, line in zip(range(max_lines), f):
+                if SHORT_WARNING.encode() in line:
+                    text = line.decode("utf-8", "replace").strip()
+                    start = text.find("train.epochs=")
+                    text = text[start:] if start >= 0 else text
+                    return text.split(". Results", 1)[0][:300]
+    except (FccError, OSError):
+        return None
+    return None

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fcc_lt.experiments.report.collect import COLUMNS, ReportRun, _fmt_number, collect_run, is_fcc_key
+from fcc_lt.experiments.report.collect import (
+    COLUMNS,
+    ReportRun,
+    _fmt_number,
+    collect_run,
+    is_fcc_key,
+    is_seed_key,
+)
 from fcc_lt.experiments.run_folder import find_run_dirs
 from fcc_lt.experiments.statistics import Interval, t_interval
 from fcc_lt.util.errors import ConfigError
@@ -61,7 +68,7 @@ def _select(run: ReportRun, key: str) -> frozenset[tuple[str, str]]:
         return frozenset({("seed", json.dumps(run.seed))})
     prefixes = ALIASES.get(key, (key,))
     return frozenset((k, v) for k, v in run.identity.items()
-                     if any(k == p or k.startswith(p + ".") for p in prefixes))
+                     if any(k == p or k.startswith(p + ".") for p in prefixes) and (not is_seed_key(k) or k == key))
 
 
 def _display(run: ReportRun, key: str) -> str:
@@ -117,6 +124,11 @@ class Group:
     def seeds(self) -> list[Any]:
         return [r.seed for r in self.runs]
 
+    @property
+    def marked(self) -> str:
+        """'†' when some of its runs are counted despite caveats (--include-short)."""
+        return "†" if any(r.marked for r in self.runs) else ""
+
     def standard_columns(self) -> dict[str, str]:
         """The standard columns (dataset, IF, ... FCC) of the group's runs (several values joined by ', ')."""
         return {c: joined(sorted({r.columns.get(c, "?") for r in self.runs})) for c in COLUMNS}
@@ -148,6 +160,10 @@ class PairRow:
     @property
     def seeds(self) -> list[Any]:
         return [w.seed for w, _ in self.pairs]
+
+    @property
+    def marked(self) -> str:
+        return "†" if any(r.marked for p in self.pairs for r in p) else ""
 
     def groups(self, which: int) -> str:
         return joined(sorted({str(p[which].group) for p in self.pairs}, key=_group_order))
@@ -186,6 +202,8 @@ class Report:
     pairs: list[PairRow]
     group_by: list[str] | None
     eval_file: str
+    unpaired: list[tuple[ReportRun, str]] = field(default_factory=list)  # with-FCC runs without one partner
+    include_short: bool = False  # runs with caveats are counted (and marked)
 
     @property
     def columns(self) -> list[str]:
@@ -198,10 +216,11 @@ class Report:
 
 
 def build_report(paths: Sequence[str | Path], group_by: str | list[str] | None = None,
-                 eval_file: str = "eval.json") -> Report:
-    """Read the runs, flag duplicates, form the groups and the with/without-FCC pairs."""
+                 eval_file: str = "eval.json", include_short: bool = False) -> Report:
+    """Read the runs, flag duplicates, form the groups and the with/without-FCC pairs. Runs whose schedule
+    cannot mean what their config means are left out unless ``include_short`` (then marked)."""
     keys = parse_group_by(group_by if group_by is None or isinstance(group_by, str) else ",".join(group_by))
-    runs = [collect_run(p, eval_file) for p in find_run_dirs(paths)]
+    runs = [collect_run(p, eval_file, include_short) for p in find_run_dirs(paths)]
     first: dict[tuple[frozenset[tuple[str, str]], str], ReportRun] = {}
     for run in sorted(runs, key=lambda r: str(r.path)):
         if run.state != "finished":
@@ -215,7 +234,7 @@ def build_report(paths: Sequence[str | Path], group_by: str | list[str] | None =
 
     def group_key(run: ReportRun) -> frozenset[tuple[str, str]]:
         if keys is None:
-            return frozenset(run.identity.items())
+            return run.group_key()
         return frozenset((f"{k}\0{e}", v) for k in keys for e, v in _select(run, k))
 
     def shown(run_list: Sequence[ReportRun], cols: Sequence[str]) -> dict[str, str]:
@@ -234,34 +253,51 @@ def build_report(paths: Sequence[str | Path], group_by: str | list[str] | None =
         for r in g.runs:
             r.group = g.id
 
-    baselines = {(r.pair_key(), json.dumps(r.seed)): r for r in counted if not r.fcc_on}
-    rows: dict[frozenset[tuple[str, str]], list[tuple[ReportRun, ReportRun]]] = {}
+    # FCC's partner: the run without FCC anywhere in its chain, of the same method, seed and stage-1 seeds;
+    # exactly one, or the with-FCC run is listed as unpaired with the reason
+    baselines: dict[frozenset[tuple[str, str]], list[ReportRun]] = {}
     for run in counted:
-        base = baselines.get((run.pair_key(), json.dumps(run.seed))) if run.fcc_on else None
-        if base is None:
+        if not run.fcc_on:
+            baselines.setdefault(run.pair_key(), []).append(run)
+    rows: dict[frozenset[tuple[str, str]], list[tuple[ReportRun, ReportRun]]] = {}
+    unpaired: list[tuple[ReportRun, str]] = []
+    for run in counted:
+        if not run.fcc_on:
+            continue
+        candidates = baselines.get(run.pair_key(), [])
+        if len(candidates) != 1:
+            why = ("no finished run without FCC of the same config and seed" + ("s" if _has_references(run) else "")
+                   if not candidates else "several runs without FCC match it: " +
+                   ", ".join(str(c.path) for c in sorted(candidates, key=lambda c: str(c.path))))
+            unpaired.append((run, why))
             continue
         if keys is None:
-            row_key = run.pair_key() | run.fcc_key()
+            row_key = run.method_key() | run.fcc_key()
         else:
             row_key = frozenset((k, v) for k, v in group_key(run) if not is_fcc_key(k.split("\0")[1])
+                                and not is_seed_key(k.split("\0")[1])
                                 and k.split("\0")[0] not in ("fcc", "seed")) | run.fcc_key()
-        rows.setdefault(row_key, []).append((run, base))
+        rows.setdefault(row_key, []).append((run, candidates[0]))
     pair_rows = []
     for row_key, pairs in rows.items():
         pairs.sort(key=lambda p: (_sort_key([str(p[0].seed)]), str(p[0].path)))
-        both = [r for p in pairs for r in p]
-        columns = {c: joined(sorted({r.columns.get(c, "?") for r in both})) for c in COLUMNS if c != "fcc"}
-        columns["fcc"] = joined(sorted({w.columns.get("fcc", "?") for w, _ in pairs}))
+        # the method as the run without FCC shows it; FCC as the with-FCC runs have it, stage 1 included
+        columns = {c: joined(sorted({b.columns.get(c, "?") for _, b in pairs})) for c in COLUMNS if c != "fcc"}
+        columns["fcc"] = joined(sorted({w.fcc_chain for w, _ in pairs}))
         pair_rows.append(PairRow(columns, pairs, row_key))
     pair_rows.sort(key=lambda p: (_sort_key(p.columns.values()), sorted(p.key)))
     for row, d in zip(pair_rows, _differs([_strip_sep(p.key) for p in pair_rows],
                                           [tuple(p.columns.values()) for p in pair_rows])):
         row.differs = d
     runs.sort(key=lambda r: (r.group is None, _group_order(r.group or "G0"), _sort_key([str(r.seed)]), str(r.path)))
-    return Report(runs, groups, pair_rows, keys, eval_file)
+    return Report(runs, groups, pair_rows, keys, eval_file, unpaired, include_short)
 
 
 def _strip_sep(key: frozenset[tuple[str, str]]) -> frozenset[tuple[str, str]]:
     """Group keys under --group-by carry 'alias\\0config key'; show only the config key."""
     return frozenset((k.split("\0")[-1], v) for k, v in key)
 
+
+
+def _has_references(run: ReportRun) -> bool:
+    return any(is_seed_key(k) for k in run.identity)
