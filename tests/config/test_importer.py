@@ -9,15 +9,20 @@ loss, sampler and FCC rules), plus the few that cannot run and must be refused.
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fcc_lt.cli.main import main
 from fcc_lt.config.importer import convert
-from fcc_lt.config.load import load_config
+from fcc_lt.config.load import from_dict, load_config
+from fcc_lt.config.original import ORIGINAL_DEFAULTS, flat
+from fcc_lt.config.validate import validate
 from fcc_lt.util.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -501,11 +506,11 @@ def test_keys_with_an_effect_are_not_listed() -> None:
     _, notes = convert(tree)
     listed = set(no_effect_keys(notes))
     assert {"SHOW_STEP", "SAVE_STEP", "INPUT_SIZE", "COLOR_SPACE", "MODULE.TYPE", "TRAIN.NUM_WORKERS",
-            "TRAIN.TENSORBOARD.ENABLE", "TRAIN.SYNCBN", "TRANSFORMS.TRAIN_TRANSFORMS", "TRANSFORMS.TEST_TRANSFORMS",
+            "TRAIN.SYNCBN", "TRANSFORMS.TRAIN_TRANSFORMS", "TRANSFORMS.TEST_TRANSFORMS",
             "TEST.NUM_WORKERS", "TEST.MODEL_FILE", "FCC.C_TYPE"} == listed
     mapping = convert(copy.deepcopy(tree))[0]
     for effective in ("TRAIN.MAX_EPOCH", "FCC.GAMMA", "TRAIN.LR_SCHEDULER.WARM_EPOCH", "TEST.BATCH_SIZE",
-                      "VALID_STEP", "DATASET.IMBALANCECIFAR.RATIO", "CLASSIFIER.BIAS"):
+                      "VALID_STEP", "DATASET.IMBALANCECIFAR.RATIO", "CLASSIFIER.BIAS", "TRAIN.TENSORBOARD.ENABLE"):
         changed = copy.deepcopy(tree)
         node, name = leaf(changed, effective)
         node[name] = mutate(node[name])
@@ -640,3 +645,43 @@ def test_the_header_says_where_crossentropy_drw_and_the_cosine_head_differ(tmp_p
         assert "train.amp: auto" in text and "apex O1 fp16" in text
     _, text = imported(tmp_path, original("cifar", cifar(10, 0.01)))
     assert "init_norm" not in text  # a linear head: nothing to say
+
+
+def test_tensorboard_enable_maps_to_train_tensorboard(tmp_path: Path) -> None:
+    """TRAIN.TENSORBOARD.ENABLE is train.tensorboard (issue 23), on by default as in the original."""
+    cfg, text = imported(tmp_path, original("cifar", cifar(10, 0.01)))  # the gallery file says True
+    assert cfg.train.tensorboard is True and "pip install 'fcc-lt[tensorboard]'" in text
+    cfg, text = imported(tmp_path, original("cifar", cifar(10, 0.01, TRAIN={"TENSORBOARD": {"ENABLE": False}})))
+    assert cfg.train.tensorboard is False and "TENSORBOARD" not in text
+    cfg, _ = imported(tmp_path, original("cifar", cifar(10, 0.01, TRAIN={"TENSORBOARD": None})))  # the default
+    assert cfg.train.tensorboard is True
+
+
+# ------------------------------------------------------------------------------------------ property
+
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(min_value=10**300, max_value=10**400),
+                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+                    st.sampled_from(["(32, 32)", "()", "[160, 180]", "2e-4", "'x'", "{'a': 1}", "1e999"]))
+VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5),
+                                                                                           inner, max_size=3),
+                      max_leaves=6)
+
+
+@settings(max_examples=int(os.environ.get("FCC_HYPOTHESIS_EXAMPLES", "150")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(template=st.sampled_from(["cifar", "imagenet"]),
+       changes=st.dictionaries(st.sampled_from(flat(ORIGINAL_DEFAULTS)), VALUES, min_size=1, max_size=3))
+def test_property_any_value_of_any_key_imports_or_is_a_config_error(template: str, changes: dict[str, Any]) -> None:
+    """Whatever value any key of an original config holds, import-config gives a config that validates or one
+    ConfigError: never another exception (before, 11 kinds of value were tracebacks)."""
+    tree = yaml.safe_load(original(template))
+    for dotted, value in changes.items():
+        node, name = tree, dotted.split(".")[-1]
+        for part in dotted.split(".")[:-1]:
+            node = node.setdefault(part, {})
+        node[name] = value
+    try:
+        mapping, _ = convert(tree, "original.yaml")
+        validate(from_dict(mapping, "imported"))
+    except ConfigError:
+        pass

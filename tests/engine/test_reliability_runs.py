@@ -199,7 +199,17 @@ def test_smoke_runs_every_part_of_a_config_in_a_few_steps(cifar10_root: Path, tm
 def test_fcc_config_shows_sources_and_validates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "cifar10_lt/bsce_drw_fcc_if100", "train.epochs=30", "seed=3"]) == 0
     out = capsys.readouterr().out
-    lines = {line.split(":")[0]: line for line in out.splitlines() if not line.startswith("#")}
+    lines, sections = {}, []  # dotted key -> its line, from the nested YAML that `fcc config` prints
+    for line in out.splitlines():
+        if line.startswith("#"):
+            continue
+        depth = (len(line) - len(line.lstrip(" "))) // 2
+        name = line.strip().split(":")[0]
+        sections = sections[:depth]
+        if line.rstrip().endswith(":"):
+            sections.append(name)
+        else:
+            lines[".".join([*sections, name])] = line
     assert lines["seed"].endswith("# override seed=3")
     assert "# rescaled from [160, 180]" in lines["train.milestones"]
     assert lines["loss.name"].endswith("/fcc_lt/configs/cifar10_lt/_bsce_drw.yaml")

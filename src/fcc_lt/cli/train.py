@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -101,6 +102,8 @@ def cmd_config(args: argparse.Namespace) -> int:
     config_path, overrides = _split_config_and_overrides(args.items)
     cfg, rows = explain(config_path, overrides)
     unchecked = start_checks(cfg)
+    print(f"# fcc config {shlex.join(args.items)}: the resolved config (a config file: `fcc config ... > mine.yaml`, "
+          "then `fcc train mine.yaml`), each value's source in its comment")
     sys.stdout.write(render(rows))
     last = Path(cfg.out or "runs/default") / "checkpoints" / "last.pt"
     if last.exists():

@@ -15,30 +15,11 @@ from typing import Any
 
 import yaml
 
-from fcc_lt.config.load import apply_overrides, from_dict, load_config, load_yaml_file, parse_override
+from fcc_lt.config.load import apply_overrides, from_dict, load_config, parse_override, read_yaml
 from fcc_lt.config.recipes import resolve_config
 from fcc_lt.config.schedule import rescale_schedule
 from fcc_lt.config.schema import Config, flat_keys
 from fcc_lt.util.errors import path_problem
-
-
-def file_sources(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, str]:
-    """dotted key -> the file of ``path``'s base chain that set it last (later files win, as in loading)."""
-    resolved = path.resolve()
-    if resolved in _seen:  # load_config has already refused the loop; stay finite anyway
-        return {}
-    data = load_yaml_file(path, "config file") or {}
-    if not isinstance(data, dict):
-        return {}
-    bases = data.pop("base", [])
-    sources: dict[str, str] = {}
-    for base in [bases] if isinstance(bases, str) else bases or []:
-        sources.update(file_sources(path.parent / base, (*_seen, resolved)))
-    for key in flat_keys(data):
-        # a value set here replaces whatever the bases set below it
-        sources = {k: v for k, v in sources.items() if not k.startswith(key + ".")}
-        sources[key] = str(path)
-    return sources
 
 
 def _source_of(key: str, sources: Mapping[str, str]) -> str | None:
@@ -59,9 +40,9 @@ def explain(path: str | Path | None, overrides: Sequence[str] = ()) -> tuple[Con
         cfg = load_config(path, overrides)  # every check a training start would do (ConfigError otherwise)
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    sources = file_sources(Path(path)) if path is not None else {}
+    sources: dict[str, str] = {}
     given = {".".join(parse_override(o)[0]): o for o in overrides}
-    raw = apply_overrides({} if path is None else _raw(Path(path)), overrides)
+    raw = apply_overrides({} if path is None else read_yaml(Path(path), sources=sources), overrides)
     unscaled = from_dict(raw, str(path or "config"))
     unscaled_length = unscaled.train.schedule_epochs
     with warnings.catch_warnings():
@@ -85,15 +66,25 @@ def explain(path: str | Path | None, overrides: Sequence[str] = ()) -> tuple[Con
     return cfg, rows
 
 
-def _raw(path: Path) -> dict[str, Any]:
-    from fcc_lt.config.load import read_yaml
-
-    return read_yaml(path)
-
-
 def render(rows: Sequence[tuple[str, Any, str]]) -> str:
-    """One line per key (``section.key: value``, values in YAML flow style) with its source as a comment."""
-    shown = [(key, yaml.safe_dump(value, default_flow_style=True, width=10**9).strip().removesuffix("...").strip(),
-              source) for key, value, source in rows]
-    width = max((len(k) + len(v) + 2 for k, v, _ in shown), default=0)
-    return "".join(f"{f'{k}: {v}':<{width}}  # {src}\n" for k, v, src in shown)
+    """The resolved config as YAML that loads back as a config, each value's source as a comment on its line:
+    `fcc config X > mine.yaml` then `fcc train mine.yaml` trains the same run. ``out`` is written as a comment
+    (unless an override gave it), so that the copy runs in a folder of its own name (runs/mine), not in X's."""
+    lines: list[tuple[str, str | None]] = []
+    opened: list[str] = []  # the sections the previous key was in
+    for key, value, source in rows:
+        *sections, name = key.split(".")
+        depth = 0
+        while depth < min(len(opened), len(sections)) and opened[depth] == sections[depth]:
+            depth += 1
+        for level in range(depth, len(sections)):
+            lines.append((f"{'  ' * level}{sections[level]}:", None))
+        opened = sections
+        flow = yaml.safe_dump(value, default_flow_style=True, width=10**9).strip().removesuffix("...").strip()
+        text = f"{'  ' * len(sections)}{name}: {flow}"
+        if key == "out" and not source.startswith("override"):
+            text, source = f"# {text}", (f"{source}; a comment here, so that a copy of this output runs in a "
+                                         "folder of its own name")
+        lines.append((text, source))
+    width = max((len(text) for text, source in lines if source is not None), default=0)
+    return "".join(f"{text:<{width}}  # {source}\n" if source is not None else f"{text}\n" for text, source in lines)

@@ -390,6 +390,10 @@ def _schedule(get: Reader, train: dict[str, Any], epochs: int, notes: list[str])
                    "not read by the 'cosine' scheduler")
     else:
         raise get.error(f"TRAIN.LR_SCHEDULER.TYPE {schedule!r}: known multistep, warmup, cosine")
+    train["tensorboard"] = get("TRAIN.TENSORBOARD.ENABLE")
+    if train["tensorboard"]:
+        notes.append("train.tensorboard: true, as the original's TRAIN.TENSORBOARD.ENABLE (on by default): it needs "
+                     "pip install 'fcc-lt[tensorboard]'; set it false to train without")
     if get("TRAIN.DISTRIBUTED"):
         train["sync_bn"] = True
         notes.append("TRAIN.DISTRIBUTED: the original's batch was per process; fcc's train.batch_size is the "

@@ -20,7 +20,7 @@ import yaml
 
 from fcc_lt.config.recipes import resolve_config
 from fcc_lt.config.schedule import _schedule_length, rescale_schedule
-from fcc_lt.config.schema import PATH_KEYS, Config, _hints, _is_section, all_keys
+from fcc_lt.config.schema import PATH_KEYS, Config, _hints, _is_section, all_keys, flat_keys
 from fcc_lt.config.validate import validate
 from fcc_lt.util import files
 from fcc_lt.util.errors import ConfigError, path_problem, short_repr
@@ -161,8 +161,14 @@ def load_yaml_file(path: str | Path, what: str) -> Any:
     return parse_yaml(text, f"{path}: not valid YAML", str(path))
 
 
-def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read a config file with its ``base`` chain resolved into one nested mapping."""
+def read_yaml(path: Path, _seen: tuple[Path, ...] = (), sources: dict[str, str] | None = None) -> dict[str, Any]:
+    """Read a config file with its ``base`` chain resolved into one nested mapping.
+
+    Later files win, key by key. A base's ``out`` is dropped: a run's folder comes from the file the user
+    named (its own ``out``, else runs/<its name>), so a variant of a shipped config never writes into the
+    shipped config's run directory. ``sources``, when given, receives dotted key -> the file that set it
+    (for `fcc config`).
+    """
     path = Path(path)
     try:
         resolved = path.resolve()
@@ -183,7 +189,17 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{path}: 'base' must be a file name or a list of file names")
     merged: dict[str, Any] = {}
     for base in bases:
-        merged = deep_merge(merged, read_yaml(path.parent / base, (*_seen, resolved)))
+        base_sources: dict[str, str] | None = {} if sources is not None else None
+        base_data = read_yaml(path.parent / base, (*_seen, resolved), base_sources)
+        base_data.pop("out", None)
+        merged = deep_merge(merged, base_data)
+        if sources is not None and base_sources is not None:
+            sources.update({k: v for k, v in base_sources.items() if k != "out"})
+    if sources is not None:
+        for key in flat_keys(data):  # a value set here replaces whatever the bases set below it
+            for below in [k for k in sources if k.startswith(key + ".")]:
+                del sources[below]
+            sources[key] = str(path)
     return deep_merge(merged, data)
 
 

@@ -76,7 +76,6 @@ NO_EFFECT = {
     "DATASET.CAM_NUMBER_THRES": "used by CAM generation only (fcc data cam-generate --cap)",
     "MODULE.TYPE": "fcc always pools globally, as the original's 'GAP'",
     "TRAIN.NUM_WORKERS": "see data.workers",
-    "TRAIN.TENSORBOARD.ENABLE": "see train.tensorboard",
     "TRAIN.APEX": "fcc uses native autocast (train.amp: auto), not apex",
     "TRAIN.SYNCBN": "the original used SyncBN whenever TRAIN.DISTRIBUTED, whatever this key; see train.sync_bn",
     "TEST.NUM_WORKERS": "see data.workers",

@@ -8,21 +8,25 @@ constructors' signatures, through ``fcc_lt.util.registry``), all before any data
 from __future__ import annotations
 
 import re
+import warnings
 
 from fcc_lt.config.schedule import PART_SECTIONS, check_start_epochs
 from fcc_lt.config.schema import Config, DataConfig, PartConfig
 from fcc_lt.util.argtypes import DEVICE_PATTERN
-from fcc_lt.util.errors import ConfigError, require
+from fcc_lt.util.errors import ConfigError, require, short_repr
+
+
+class ConfigWarning(UserWarning):
+    """A config that runs but is probably not what its author meant (LDAM on a linear head)."""
 
 
 def validate(cfg: Config) -> None:
     """Range and consistency checks a type cannot express; raises ConfigError naming the key."""
     t, d, f = cfg.train, cfg.data, cfg.fcc
     require(cfg.seed >= 0, "seed", "a non-negative integer", cfg.seed)
-    require(
-        bool(re.fullmatch(DEVICE_PATTERN, cfg.device)),
-        "device", "auto, cpu, cuda or cuda:N", cfg.device,
-    )
+    if not re.fullmatch(DEVICE_PATTERN, cfg.device):
+        hint = f"; did you mean {cfg.device.lower()!r}?" if re.fullmatch(DEVICE_PATTERN, cfg.device.lower()) else ""
+        raise ConfigError(f"device: expected auto, cpu, cuda or cuda:N, got {short_repr(cfg.device)}{hint}")
     if cfg.device == "mps":
         raise ConfigError("device: 'mps' is not supported: the samplers, mixers and losses compute in float64 on the "
                           "training device, which Apple's MPS backend cannot do; use cpu (or a CUDA machine)")
@@ -127,6 +131,11 @@ def _validate_parts(cfg: Config) -> None:
     for section, registry in zip(PART_SECTIONS, (LOSSES, SAMPLERS, MIXERS), strict=True):
         part = getattr(cfg, section)
         registry.check_rules(part.name, part.params, f"{section}.params")
+    if cfg.loss.name == "ldam" and cfg.model.head != "cosine":
+        warnings.warn(f"loss.name: ldam with model.head {cfg.model.head!r}: LDAM is meant for the cosine head "
+                      "(model.head: cosine, as every shipped ldam config sets), whose logits are cosines in [-1, 1]; "
+                      f"on a {cfg.model.head} head its margins and its scale ({cfg.loss.params.get('scale', 30.0)}) "
+                      "act on unbounded logits", ConfigWarning, stacklevel=4)
     needs_teacher = getattr(LOSSES.get(cfg.loss.name), "needs_teacher", False)
     if cfg.distill.teacher and not needs_teacher:
         raise ConfigError(f"distill.teacher: loss {cfg.loss.name!r} does not use a teacher, so its forward pass "

@@ -60,9 +60,14 @@ def _range_of(annotation: Any) -> tuple[Any, Range | None]:
 
 
 def suggest(name: str, options: Iterable[str]) -> str:
-    """'; did you mean X?' for the closest option, or '' when nothing is close."""
-    match = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.6)
-    return f"; did you mean {match[0]!r}?" if match else ""
+    """'; did you mean X?' for the closest option, or '' when nothing is close. Case does not count as a
+    difference: 'CE' finds 'ce', 'FCC.GAMA' finds 'FCC.GAMMA'."""
+    by_lower: dict[str, str] = {}
+    for option in options:
+        by_lower.setdefault(str(option).lower(), str(option))
+    wanted = str(name).lower()
+    match = [wanted] if wanted in by_lower else difflib.get_close_matches(wanted, list(by_lower), n=1, cutoff=0.6)
+    return f"; did you mean {by_lower[match[0]]!r}?" if match else ""
 
 
 def describe(annotation: Any) -> str:
