@@ -121,7 +121,9 @@ protocol() {
   t0=$(elapsed)
   timeout --signal=TERM --kill-after=10 "$(( $(left) > 40 ? $(left) - 20 : 20 ))" \
     "${FCC[@]}" analyze "$w" "device=$DEVICE" >"$w/analyze.log" 2>&1
-  note "$label analyses: exit $? in $(( $(elapsed) - t0 )) s ($(ls "$w"/stage*/*/analysis.json 2>/dev/null | wc -l) runs)"
+  local rc=$? why=""
+  [ "$rc" -eq 124 ] && why=", stopped by the time budget"
+  note "$label analyses: exit $rc$why in $(( $(elapsed) - t0 )) s ($(ls "$w"/stage*/*/analysis.json 2>/dev/null | wc -l) runs analysed)"
   t0=$(elapsed)
   "${FCC[@]}" report "$w" --out "$w/report" >"$w/report.md" 2>"$w/report.log"
   note "$label report: exit $? in $(( $(elapsed) - t0 )) s"
