@@ -150,6 +150,19 @@ def test_keys_that_do_not_change_results_do_not_split_groups(tmp_path: Path) -> 
     assert group["n"] == 2  # fcc.gamma is irrelevant with FCC off
 
 
+def test_keys_without_effect_in_a_config_do_not_split_groups(tmp_path: Path) -> None:
+    """Under a cosine schedule the milestones and lr_factor do nothing, with Adam the momentum does nothing:
+    runs differing only there are one group (as a sweep trains them once)."""
+    for seed, (milestones, factor, momentum) in enumerate((([100], 0.1, 0.9), ([150], 0.01, 0.5))):
+        make_run(tmp_path / f"cos{seed}", seed=seed, overrides={
+            "train.scheduler": "cosine", "train.milestones": milestones, "train.lr_factor": factor,
+            "train.optimizer": "adam", "train.momentum": momentum})
+    make_run(tmp_path / "cos_min_lr", seed=2, overrides={"train.scheduler": "cosine", "train.min_lr": 0.01,
+                                                          "train.optimizer": "adam"})
+    data = report_data(build_report([tmp_path]))
+    assert sorted(g["n"] for g in data["groups"]) == [1, 2]  # min_lr does act under cosine
+
+
 def test_duplicates_are_counted_once(tmp_path: Path) -> None:
     make_run(tmp_path / "one", seed=0, top1=70.0)
     make_run(tmp_path / "two", seed=0, top1=70.0)
@@ -198,7 +211,11 @@ def test_feature_cluster_statistics_are_reported(tmp_path: Path) -> None:
     assert d["n"] == 2 and d["mean"] == pytest.approx((-4 / 15 - 1 / 3) / 2)
     many = data["fcc_effect"][0]["metrics"]["spread_ratio_many"]
     assert many["mean"] == pytest.approx(((0.6 - 0.8) + (0.5 - 0.9)) / 2)
-    assert "## Feature clusters" in table([tmp_path])
+    text = table([tmp_path])
+    assert "## Feature clusters" in text and "| 1.017 ± 0.02357 |" in text
+    rows = list(csv.DictReader(io.StringIO(table([tmp_path], fmt="csv"))))
+    ratio = next(r for r in rows if r["section"] == "group" and r["metric"] == "spread_ratio")
+    assert (ratio["mean"], ratio["sd"]) == ("1.017", "0.02357")  # four significant digits, as the table
 
 
 def test_group_by_pools_and_validates(tmp_path: Path) -> None:
@@ -228,10 +245,13 @@ def test_csv_and_json_formats(tmp_path: Path) -> None:
     assert [float(r["mean"]) for r in top1] == pytest.approx([72.0, 74.0])
     assert top1[0]["method"] == "ce" and top1[0]["seeds"] == "0,1,2" and top1[0]["imbalance_factor"] == "100"
     effect = next(r for r in rows if r["section"] == "fcc_effect" and r["metric"] == "top1")
-    assert float(effect["ci_low"]) == pytest.approx(-0.484138, abs=1e-5) and effect["n"] == "3"
+    # numbers rounded as the markdown shows them (+2.00 [-0.48, +4.48]); the JSON keeps them unrounded
+    assert (effect["mean"], effect["sd"], effect["ci_low"], effect["ci_high"], effect["n"]) == (
+        "2.00", "1.00", "-0.48", "4.48", "3")
+    assert [r["mean"] for r in top1] == ["72.00", "74.00"] and top1[0]["sd"] == "2.00"
     per_class = [r for r in rows if r["metric"] == "per_class" and r["group"] == "G1"]
-    assert [(r["class_name"], r["train_count"], float(r["mean"])) for r in per_class] == [
-        ("class0", "500", 91.0), ("class1", "50", 61.0), ("class2", "5", 32.0)]
+    assert [(r["class_name"], r["train_count"], r["mean"]) for r in per_class] == [
+        ("class0", "500", "91.00"), ("class1", "50", "61.00"), ("class2", "5", "32.00")]
     runs = [r for r in rows if r["section"] == "run" and r["metric"] == "top1"]
     assert len(runs) == 6 and {r["state"] for r in runs} == {"finished"}
     data = json.loads(table([tmp_path], fmt="json"))

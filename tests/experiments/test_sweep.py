@@ -339,6 +339,33 @@ def test_a_grid_too_large_is_refused_before_it_is_expanded(workdir: Path, monkey
     assert "12 run(s): 12 to train" in capsys.readouterr().out and len(calls) == 12
 
 
+def test_grid_values_without_effect_are_not_trained_twice(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """fcc.gamma over a config without FCC, and milestones under a cosine schedule, make the same run twice:
+    the repeats are planned as skips naming the key and why, never trained."""
+    (workdir / "fcc.yaml").write_text("fcc: {enabled: true}\n")
+    spec = write_spec(workdir / "s.yaml", {"configs": ["base.yaml", "fcc.yaml"], "seeds": [0, 1],
+                                           "grid": {"fcc.gamma": [0.5, 1.0]}})
+    assert sweep_main(str(spec), "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "8 run(s): 6 to train, 2 repeating another run (not trained)" in out
+    for seed in (0, 1):
+        assert re.search(rf"skip +base__fcc.gamma-1.0__seed{seed} +the same run as base__fcc.gamma-0.5__seed{seed}: "
+                         r"fcc.gamma has no effect: FCC is off \(fcc.enabled: false\)", out)
+        assert re.search(rf"train +fcc__fcc.gamma-1.0__seed{seed} +new", out)
+    assert "note: 2 run(s) differ from another run of the spec only in keys that have no effect there (fcc.gamma)" \
+        in out
+    cosine = write_spec(workdir / "c.yaml", {"configs": ["base.yaml"], "overrides": ["train.scheduler=cosine"],
+                                             "grid": {"train.milestones": [[100], [150]], "train.min_lr": [0.0, 0.01]}})
+    assert sweep_main(str(cosine), "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "4 run(s): 2 to train, 2 repeating another run (not trained)" in out
+    assert "train.milestones has no effect: train.scheduler is cosine, not multistep" in out
+    # a part's parameter under another part is refused before anything runs, naming the grid key
+    params = write_spec(workdir / "p.yaml", {"configs": ["base.yaml"], "grid": {"loss.params.gamma": [1.0, 2.0]}})
+    assert sweep_main(str(params), "--dry-run") == 2
+    assert "loss.params.gamma: loss 'ce' has no parameter 'gamma'" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_a_run_another_sweep_started_first_is_running_elsewhere_not_failed(
         workdir: Path, cifar10_root: Path, child_env: None, monkeypatch: pytest.MonkeyPatch,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fcc_lt.experiments.effects import IGNORED_KEYS, ineffective_keys
 from fcc_lt.experiments.report.analysis_metrics import ANALYSIS_METRICS, analysis_metrics
 from fcc_lt.experiments.run_folder import (
     EVAL_METRICS,
@@ -42,16 +43,6 @@ FEATURE_METRICS = {
 METRICS = (*ACCURACY_METRICS, *FEATURE_METRICS, *ANALYSIS_METRICS)
 
 
-# Config keys that say where or how fast a run ran, not what it computed: runs differing only in these
-# (and the seed) are the same experiment.
-IGNORED_KEYS = frozenset({
-    "out", "device", "data.root", "data.image_root", "data.download", "data.workers", "data.prefetch",
-    "data.loader", "data.preload_max_mb", "train.progress", "train.log_every", "train.tensorboard",
-    "eval.batch_size", "eval.confusion_png_max_classes",
-    # speed settings: how fast the same computation runs (compiled or not, memory format, precision)
-    "train.compile", "train.compile_mode", "train.channels_last", "train.amp",
-    "train.tracker", "train.tracker_uri", "train.tracker_project",
-})
 # Config keys naming another run (a stage-1 checkpoint, a teacher): replaced by that run's own identity,
 # so stage-2 runs of different seeds (each from its own stage-1 run) still form one group.
 REFERENCE_KEYS = ("model.init_from", "distill.teacher")
@@ -102,13 +93,13 @@ def _is_file(path: Path) -> bool:
 def config_identity(cfg: dict[str, Any], run_dir: Path, depth: int = 0) -> dict[str, str]:
     """The flattened config without the seed and the keys that do not change results (values as JSON).
 
-    FCC's other keys drop out when ``fcc.enabled`` is false (they have no effect then), and a key naming
-    another run is replaced by that run's identity under ``<key>.run.``.
+    Keys that do nothing given the others drop out (``fcc.gamma`` with FCC off: fcc_lt.experiments.effects),
+    and a key naming another run is replaced by that run's identity under ``<key>.run.``.
     """
-    fcc_on = bool((cfg.get("fcc") or {}).get("enabled"))
+    ineffective = ineffective_keys(cfg)
     out: dict[str, str] = {}
     for key, value in _flatten(cfg).items():
-        if key == "seed" or key in IGNORED_KEYS or (key.startswith("fcc.") and key != "fcc.enabled" and not fcc_on):
+        if key == "seed" or key in IGNORED_KEYS or key in ineffective:
             continue
         if key in REFERENCE_KEYS and isinstance(value, str) and depth < 4:
             ref = _resolve_reference(value, run_dir)

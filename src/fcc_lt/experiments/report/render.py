@@ -200,22 +200,26 @@ def render_csv(report: Report) -> str:
         if report.group_by is not None:
             base["grouped_by"] = "; ".join(f"{k}={v}" for k, v in g.columns.items())
         for m in METRICS:
-            writer.writerow({**base, "metric": m, **_interval_fields(g.stats(m))})
+            writer.writerow({**base, "metric": m, **_interval_fields(g.stats(m), m)})
         table = g.per_class()
         if table is not None:
             for c, mean_value in enumerate(table["mean"]):
                 writer.writerow({**base, "metric": "per_class", "class_index": c,
                                  "class_name": (table["class_names"] or [""] * len(table["mean"]))[c],
                                  "train_count": table["train_counts"][c] if table["train_counts"] else "",
-                                 "n": table["n"][c], "mean": _csv_num(mean_value), "sd": _csv_num(table["sd"][c])})
+                                 "n": table["n"][c], "mean": _csv_num(mean_value, "top1"),
+                                 "sd": _csv_num(table["sd"][c], "top1")})
     for p in report.pairs:
         base = {"section": "fcc_effect", **p.columns, "grouped_by": grouped_by, "differs": p.differs,
                 "seeds": _seeds(p.seeds), "with_groups": p.groups(0), "without_groups": p.groups(1),
                 "caveats": _caveats([r for pair in p.pairs for r in pair])}
         for m in METRICS:
-            writer.writerow({**base, "metric": m, **_interval_fields(p.difference(m))})
+            writer.writerow({**base, "metric": m, **_interval_fields(p.difference(m), m)})
     for row in analyses_csv_rows(report):
-        writer.writerow({k: _csv_num(v) if k in ("mean", "sd", "ci_low", "ci_high") else v for k, v in row.items()})
+        metric = str(row.get("metric")).split(":")[0]  # the analyses' accuracies and their gains are percentages
+        metric = "top1" if metric in ("la_gain", "with", "without", "without_adjusted") else metric
+        writer.writerow({k: _csv_num(v, metric) if k in ("mean", "sd", "ci_low", "ci_high") else v
+                         for k, v in row.items()})
     for r in report.runs:
         base = {"section": "run", "group": r.group or "", "run": r.name, "path": str(r.path),
                 "state": "duplicate" if r.duplicate_of is not None else r.state,
@@ -225,7 +229,7 @@ def render_csv(report: Report) -> str:
             writer.writerow(base)
         for m in METRICS:
             if m in r.metrics:
-                writer.writerow({**base, "metric": m, "n": 1, "mean": _csv_num(r.metrics[m])})
+                writer.writerow({**base, "metric": m, "n": 1, "mean": _csv_num(r.metrics[m], m)})
     return buf.getvalue()
 
 
@@ -233,13 +237,15 @@ def _caveats(runs: Sequence[ReportRun]) -> str:
     return "; ".join(dict.fromkeys(f"{r.name}: {c}" for r in runs for c in r.caveats))
 
 
-def _csv_num(v: float | None) -> str:
-    return "" if v is None else repr(float(v))
+def _csv_num(v: float | None, metric: str) -> str:
+    """A number as the markdown tables round it (two decimals for percentages, else four significant
+    digits); the JSON has them unrounded."""
+    return "" if v is None else value_text(float(v), metric)
 
 
-def _interval_fields(i: Interval) -> dict[str, Any]:
-    return {"n": i.n, "mean": _csv_num(i.mean), "sd": _csv_num(i.sd), "ci_low": _csv_num(i.low),
-            "ci_high": _csv_num(i.high)}
+def _interval_fields(i: Interval, metric: str) -> dict[str, Any]:
+    return {"n": i.n, "mean": _csv_num(i.mean, metric), "sd": _csv_num(i.sd, metric),
+            "ci_low": _csv_num(i.low, metric), "ci_high": _csv_num(i.high, metric)}
 
 
 def report_data(report: Report) -> dict[str, Any]:

@@ -17,7 +17,16 @@ from typing import Any, TextIO
 
 from fcc_lt.experiments.run_folder import RunFileError, read_sweep_record
 from fcc_lt.experiments.sweep.local import ProcessPool
-from fcc_lt.experiments.sweep.plan import LOG_NAME, Planned, expand, plan, refusal, spec_differences, write_record
+from fcc_lt.experiments.sweep.plan import (
+    LOG_NAME,
+    Planned,
+    duplicate_note,
+    expand,
+    plan,
+    refusal,
+    spec_differences,
+    write_record,
+)
 from fcc_lt.experiments.sweep.processes import threads_per_run
 from fcc_lt.experiments.sweep.spec import Spec, load_spec, run_count
 from fcc_lt.util.errors import ConfigError, FccError
@@ -124,7 +133,7 @@ def run_sweep(spec_path: Path, options: SweepOptions, stream: TextIO | None = No
                                        "decide) and replaced"]
     jobs = dict((previous or {}).get("jobs") or {})
     planned = plan(spec, runs, rerun_changed=options.rerun_changed, executor=options.executor, jobs=jobs)
-    notes = record_note + spec_differences(previous, spec, runs)
+    notes = record_note + spec_differences(previous, spec, runs) + duplicate_note(planned)
     refused = refusal(spec, planned)
     if options.dry_run:
         print_plan(spec, planned, notes, stream, commands=True)

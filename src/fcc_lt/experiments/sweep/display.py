@@ -199,7 +199,9 @@ _ACTION_WORDS = {"train": "to train", "retrain": "to train again (config changed
 def _plan_counts(planned: list[Any]) -> str:
     counts: Counter[str] = Counter()
     for p in planned:
-        if p.action == "skip":
+        if p.action == "skip" and getattr(p, "duplicate_of", None):
+            word = "repeating another run (not trained)"
+        elif p.action == "skip":
             word = "finished" if p.status.finished else ("running elsewhere" if p.status.state == "running"
                                                          else "queued on SLURM")
         elif p.action == "refuse" and not p.changes:

@@ -188,6 +188,7 @@ class Planned:
     reason: str = ""
     changes: list[tuple[str, Any, Any]] = field(default_factory=list)
     job_id: str | None = None
+    duplicate_of: str | None = None  # the run this one would repeat (it differs only in keys without effect)
 
 
 def plan(spec: Spec, runs: list[Run], *, rerun_changed: bool, executor: str,
@@ -198,12 +199,14 @@ def plan(spec: Spec, runs: list[Run], *, rerun_changed: bool, executor: str,
 
     job_states = active_job_states(jobs or {}, spec.out)
     planned = []
+    first_of: dict[str, Run] = {}  # the first run of each computation (keys without effect set aside)
     for run in runs:
         status = run_status(run.run_dir)
         stored = config_or_none(run.run_dir) if status.state != "missing" else None
         changes = config_changes(stored, run.resolved) if stored is not None else []
         job_state = job_states.get(run.name) if status.state not in ("finished", "running") else None
         broken = status.state == "unreadable" or (status.state == "missing" and (run.run_dir / CONFIG).exists())
+        first = first_of.setdefault(effective_signature(run), run)
         if status.state == "running":
             note = f"; its config differs from the spec: {describe_changes(changes)}" if changes else ""
             p = Planned(run, status, "skip", f"running (another process holds {run.run_dir / '.lock'}){note}",
@@ -221,10 +224,48 @@ def plan(spec: Spec, runs: list[Run], *, rerun_changed: bool, executor: str,
             p = Planned(run, status, "skip", f"finished ({status.epoch}/{status.epochs} epochs)")
         elif status.state == "stopped":
             p = Planned(run, status, "resume", status.detail)
+        elif first is not run:  # would train what another run of the spec trains
+            p = Planned(run, status, "skip", f"the same run as {first.name}: {no_effect_reason(run, first)}",
+                        duplicate_of=first.name)
         else:
             p = Planned(run, status, "train", "new" if status.state == "missing" else status.detail)
         planned.append(p)
     return planned
+
+
+def effective_signature(run: Run) -> str:
+    """What a run computes: its resolved config (seed included) without the keys that have no effect given
+    the others (fcc_lt.experiments.effects), as text to compare."""
+    from fcc_lt.config.schema import flat_keys
+    from fcc_lt.experiments.effects import ineffective_keys
+
+    drop = ineffective_keys(run.resolved)
+    flat = {k: v for k, v in flat_keys(run.resolved).items() if k not in drop}
+    return json.dumps(flat, sort_keys=True, default=str)
+
+
+def no_effect_reason(run: Run, first: Run) -> str:
+    """Why ``run`` repeats ``first``: the keys in which they differ and why each does nothing."""
+    from fcc_lt.config.schema import flat_keys
+    from fcc_lt.experiments.effects import ineffective_keys
+
+    mine, theirs = flat_keys(run.resolved), flat_keys(first.resolved)
+    why = ineffective_keys(run.resolved)
+    keys = [k for k in dict.fromkeys([*mine, *theirs]) if mine.get(k) != theirs.get(k)]
+    return "; ".join(f"{k} has no effect: {why.get(k, 'it changes nothing here')}" for k in keys) or \
+        "the same config"
+
+
+def duplicate_note(planned: list[Planned]) -> list[str]:
+    """One note for the runs not trained because they would repeat another run."""
+    dups = [p for p in planned if p.duplicate_of is not None]
+    if not dups:
+        return []
+    keys = sorted({part.split(" has no effect")[0] for p in dups for part in p.reason.split(": ", 1)[1].split("; ")
+                   if " has no effect" in part})
+    return [f"{len(dups)} run(s) differ from another run of the spec only in keys that have no effect there "
+            f"({', '.join(keys) or 'none'}): they are not trained (the report would count them as one run); "
+            "restrict the grid to the configs where the key acts, or give those configs their own spec"]
 
 
 def refusal(spec: Spec, planned: list[Planned]) -> ConfigError | None:
