@@ -160,10 +160,11 @@ def test_missing_submitit_names_the_extra(workdir: Path, monkeypatch: pytest.Mon
 
 def test_run_names_commands_and_dry_run(workdir: Path, cifar10_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (workdir / "other").mkdir()
-    (workdir / "other" / "base.yaml").write_text("{}\n")
+    (workdir / "other" / "base.yaml").write_text("train: {momentum: 0.8}\n")  # another config: not a repeat
+    overrides = tiny_overrides(cifar10_root, "fcc.enabled=true")  # fcc.gamma acts
     spec = write_spec(workdir / "grid.yaml", {
         "out": "runs/g", "configs": ["base.yaml", {"config": "other/base.yaml", "name": "b2"}], "seeds": [0, 1],
-        "overrides": tiny_overrides(cifar10_root), "grid": {"fcc.gamma": [0.5, 1.0], "loss.name": ["ce"]},
+        "overrides": overrides, "grid": {"fcc.gamma": [0.5, 1.0], "loss.name": ["ce"]},
     })
     assert sweep_main(str(spec), "--dry-run") == 0
     out = capsys.readouterr().out
@@ -171,7 +172,7 @@ def test_run_names_commands_and_dry_run(workdir: Path, cifar10_root: Path, capsy
     assert names == [f"{c}__fcc.gamma-{g}__loss.name-ce__seed{s}" for s in (0, 1) for c in ("base", "b2")
                      for g in ("0.5", "1.0")]  # seed by seed
     assert "8 run(s): 8 to train" in out
-    assert (f"fcc train base.yaml {' '.join(tiny_overrides(cifar10_root))} fcc.gamma=0.5 loss.name=ce seed=0 "
+    assert (f"fcc train base.yaml {' '.join(overrides)} fcc.gamma=0.5 loss.name=ce seed=0 "
             "out=runs/g/base__fcc.gamma-0.5__loss.name-ce__seed0") in out.replace("'", "")
     assert not Path("runs").exists()  # a dry run writes nothing
 
