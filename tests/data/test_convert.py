@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -36,8 +37,6 @@ from fcc_lt.data.tools.tfrecord import (
 )
 from fcc_lt.util.errors import ConfigError, DataError
 from image_fixtures import write_folder, write_json
-
-SPLITS = Path(__file__).resolve().parents[3] / "shared" / "data" / "splits"
 
 # ------------------------------------------------------------------------------------------ CRC32C
 
@@ -243,21 +242,64 @@ def test_list_format_errors(tmp_path: Path) -> None:
     assert read_list(path)[0] == ["a b/c d.jpg"]  # spaces in paths: the label is the last field
 
 
-@pytest.mark.skipif(not SPLITS.is_dir(), reason="needs ../shared/data/splits (real ImageNet-LT / iNat18 lists)")
-@pytest.mark.parametrize(("name", "lines", "classes", "per_class"), [
-    ("ImageNet_LT_val.txt", 20000, 1000, 20),
-    ("ImageNet_LT_test.txt", 50000, 1000, 50),
-    ("iNaturalist18_val.txt", 24426, 8142, 3),
-])
-def test_real_split_lists(tmp_path: Path, name: str, lines: int, classes: int, per_class: int) -> None:
-    written = convert_lists([SPLITS / name], tmp_path / "root", tmp_path, sizes=False, relative=True)
+def official_style_lists(folder: Path, classes: int, per_class: int, seed: int = 0) -> dict[str, Path]:
+    """Split lists written as the official ones are (one 'relative/path label' line per image): ImageNet-LT's
+    val list (train/<wnid>/<wnid>_<n>.JPEG, by class) and test list (val/<wnid>/ILSVRC2012_val_<8 digits>.JPEG),
+    and iNaturalist18's val list (train_val2018/<supercategory>/<id>/<32 hex>.jpg, classes interleaved)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    wnids = [f"n{1440764 + 13 * c:08d}" for c in range(classes)]
+    val = [f"train/{w}/{w}_{int(rng.integers(1, 20000))}_{i}.JPEG {c}\n"
+           for c, w in enumerate(wnids) for i in range(per_class)]
+    numbers = rng.permutation(50000)[:classes * per_class] + 1
+    test = [f"val/{w}/ILSVRC2012_val_{int(numbers[c * per_class + i]):08d}.JPEG {c}\n"
+            for c, w in enumerate(wnids) for i in range(per_class)]
+    supers = ["Plantae", "Insecta", "Aves", "Reptilia", "Fungi"]
+    inat = [f"train_val2018/{supers[c % 5]}/{c}/{rng.bytes(16).hex()}.jpg {c}\n"
+            for c in range(classes) for _ in range(per_class)]
+    inat = [inat[i] for i in rng.permutation(len(inat))]
+    files = {"ImageNet_LT_val.txt": val, "ImageNet_LT_test.txt": test, "iNaturalist18_val.txt": inat}
+    for name, lines in files.items():
+        (folder / name).write_text("".join(lines))
+    return {name: folder / name for name in files}
+
+
+@pytest.mark.parametrize(("name", "prefix"), [("ImageNet_LT_val.txt", "train/"), ("ImageNet_LT_test.txt", "val/"),
+                                              ("iNaturalist18_val.txt", "train_val2018/")])
+def test_lists_in_the_official_formats(tmp_path: Path, name: str, prefix: str) -> None:
+    path = official_style_lists(tmp_path / "lists", classes=40, per_class=3)[name]
+    check_converted_list(path, tmp_path, lines=120, classes=40, per_class=3, prefix=prefix)
+
+
+def check_converted_list(path: Path, tmp_path: Path, *, lines: int, classes: int, per_class: int, prefix: str) -> None:
+    written = convert_lists([path], tmp_path / "root", tmp_path, sizes=False, relative=True)
     assert written[0].entries == lines
     ann = read_annotations(written[0].path)
     assert ann.num_classes == classes
     assert ann.class_counts.tolist() == [per_class] * classes
     assert len(set(ann.fpaths)) == lines
-    prefix = {"ImageNet_LT_val.txt": "train/", "ImageNet_LT_test.txt": "val/"}.get(name, "train_val2018/")
     assert all(p.startswith(prefix) for p in ann.fpaths)
+    rows = [line.rsplit(" ", 1) for line in path.read_text().splitlines()]
+    assert [(f, int(y)) for f, y in rows] == list(zip(ann.fpaths, ann.labels.tolist()))  # line by line
+
+
+OFFICIAL_LISTS = os.environ.get("FCC_OFFICIAL_SPLIT_LISTS", "")
+
+
+@pytest.mark.skipif(not OFFICIAL_LISTS, reason="optional check on the real lists: set FCC_OFFICIAL_SPLIT_LISTS to "
+                    "a folder holding ImageNet_LT_val.txt / ImageNet_LT_test.txt (the ImageNet-LT download of Liu "
+                    "et al., OLTR, 2019) and iNaturalist18_val.txt (the lists of Kang et al.'s decoupling code, 2020)")
+@pytest.mark.parametrize(("name", "lines", "classes", "per_class", "prefix"), [
+    ("ImageNet_LT_val.txt", 20000, 1000, 20, "train/"),
+    ("ImageNet_LT_test.txt", 50000, 1000, 50, "val/"),
+    ("iNaturalist18_val.txt", 24426, 8142, 3, "train_val2018/"),
+])
+def test_official_split_lists_when_given(tmp_path: Path, name: str, lines: int, classes: int, per_class: int,
+                                         prefix: str) -> None:
+    path = Path(OFFICIAL_LISTS) / name
+    if not path.is_file():
+        pytest.skip(f"{path} is not there")
+    check_converted_list(path, tmp_path, lines=lines, classes=classes, per_class=per_class, prefix=prefix)
 
 
 # ----------------------------------------------------------------------------------------- iNat18
@@ -341,6 +383,22 @@ def test_from_folder_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert main(["data", "from-folder", str(tmp_path / "nope"), "--out", str(tmp_path / "x.json")]) == 2
 
 
+def test_from_folder_on_the_folder_above_the_splits_says_so(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """ROOT/train/<class>/... and ROOT/test/<class>/... given as ROOT: not a 2-class dataset 'test', 'train'."""
+    write_folder(tmp_path / "photos" / "train", [2, 1], names=["cat", "dog"])
+    write_folder(tmp_path / "photos" / "test", [1, 1], names=["cat", "dog"])
+    out = tmp_path / "all.json"
+    assert main(["data", "from-folder", str(tmp_path / "photos"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "its folders (test, train) look like splits, not classes" in err and "test/cat/0000.png" in err
+    assert f"fcc data from-folder {tmp_path / 'photos' / 'test'} --out test.json" in err and not out.exists()
+    # split-named folders with the images directly inside: possible, so a warning only
+    write_folder(tmp_path / "flat", [1, 1], names=["train", "val"])
+    with pytest.warns(UserWarning, match="every class folder has a split's name"):
+        convert_folder(tmp_path / "flat", tmp_path / "flat.json")
+
+
 # ---------------------------------------------------------------------------------- replace-path
 
 
@@ -362,6 +420,16 @@ def test_replace_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert read_annotations(tmp_path / "b.json").fpaths[0] == "train/a.jpg"
     with pytest.raises(ConfigError):
         replace_path(path, "", "/x")
+
+
+def test_replace_path_that_matches_nothing_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_json(tmp_path / "a.json", [("/data/in1k/a.jpg", 0), ("/data/in1k/b.jpg", 1)], 2)
+    before = path.read_bytes()
+    # a near miss (the prefix without its leading slash): before, "rewrote 0 of 2 fpaths" and exit 0
+    assert main(["data", "replace-path", str(path), "-f", "data/in1k", "-r", "/fast"]) == 2
+    err = capsys.readouterr().err
+    assert "no fpath starts with 'data/in1k'" in err and "'/data/in1k/a.jpg'" in err
+    assert path.read_bytes() == before
 
 
 # --------------------------------------------------------------------------------------- make-lt
@@ -404,3 +472,18 @@ def test_make_lt_size_order_and_short_classes(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--imbalance"):
         make_long_tailed(path, tmp_path / "d.json", 0.5)
     assert main(["data", "make-lt", str(path), "--out", str(tmp_path / "e.json"), "--imbalance", "2"]) == 0
+
+
+def test_make_lt_never_leaves_a_class_without_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    labels = np.repeat(np.arange(4), 10)
+    path = write_json(tmp_path / "a.json", [(f"{i}.png", int(y)) for i, y in enumerate(labels)], 4,
+                      class_names=["a", "b", "c", "d"])
+    out = tmp_path / "lt.json"
+    # floor(10 * 20^(-3/3)) = 0 for the last class: before, exit 0 with class 3 empty
+    assert main(["data", "make-lt", str(path), "--out", str(out), "--imbalance", "20"]) == 2
+    err = capsys.readouterr().err
+    assert "without images: 3 (d): --imbalance 20 with 10 images in the largest class" in err
+    assert "can be at most 10" in err and not out.exists()
+    gap = write_json(tmp_path / "gap.json", [(f"{i}.png", int(y)) for i, y in enumerate(labels) if y != 1], 4)
+    with pytest.raises(DataError, match=r"without images: 1: .*gap.json has no images of them"):
+        make_long_tailed(gap, out, 2.0)

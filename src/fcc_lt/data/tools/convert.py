@@ -30,7 +30,7 @@ from fcc_lt.data.annotations import (
 )
 from fcc_lt.data.cifar import long_tail_counts
 from fcc_lt.data.images import IMAGE_EXTENSIONS, scan_folder
-from fcc_lt.util.errors import ConfigError, DataError
+from fcc_lt.util.errors import ConfigError, DataError, short_repr
 from fcc_lt.util.files import read_input_text
 
 
@@ -276,14 +276,37 @@ def convert_inat(input_json: Path, image_root: Path, out: Path, *, relative: boo
     return _written(out, ann)
 
 
+# Folder names that name a split, not a class: ROOT/train/<class>/... given as ROOT is the likely mistake
+SPLIT_NAMES = frozenset({"train", "training", "test", "testing", "val", "valid", "validation", "eval", "dev"})
+
+
+def _split_folders(root: Path, found: Sequence[str], files: Sequence[Sequence[str]]) -> None:
+    """Refuse (or, if their images lie directly in them, warn about) "classes" that are all split names."""
+    if not found or not all(name.lower() in SPLIT_NAMES for name in found):
+        return
+    nested = [f for class_files in files for f in class_files if len(Path(f).parts) > 2]
+    shown = ", ".join(found)
+    if nested:
+        raise DataError(f"{root}: its folders ({shown}) look like splits, not classes: their images are in class "
+                        f"sub-folders (e.g. {nested[0]}), so this would be a {len(found)}-class dataset named "
+                        f"{shown}. Convert each split on its own: fcc data from-folder {root / found[0]} --out "
+                        f"{found[0]}.json, then the others with --class-names-from {found[0]}.json")
+    import warnings
+
+    warnings.warn(f"{root}: every class folder has a split's name ({shown}); if these are splits rather than "
+                  "classes, convert each split folder on its own", stacklevel=3)
+
+
 def convert_folder(root: Path, out: Path, *, sizes: bool = True, relative: bool = False,
                    class_names: Sequence[str] | None = None) -> Written:
     """A class-per-folder image tree -> JSON with ``class_names``; classes sorted by folder name.
 
     ``class_names`` (for example those of the training split's JSON) fixes the class order instead,
-    so a test folder missing a class still gets the training split's ids.
+    so a test folder missing a class still gets the training split's ids. A ROOT whose folders are all
+    split names (train, test, val, ...) holding class folders is refused: the user meant ROOT/train.
     """
     found, files = scan_folder(root)
+    _split_folders(Path(root), found, files)
     names = list(class_names) if class_names is not None else found
     index = {n: k for k, n in enumerate(names)}
     unknown = [n for n in found if n not in index]
@@ -325,6 +348,10 @@ def replace_path(json_file: Path, find: str, replace: str, out: Path | None = No
             rest = fpath[len(prefix):]
             entry["fpath"] = rest if not new else (new + rest if new.endswith("/") else f"{new}/{rest}")
             changed += 1
+    if not changed:
+        shown = "; ".join(short_repr(a["fpath"], 80) for a in raw["annotations"][:3])
+        raise DataError(f"{json_file}: no fpath starts with {find!r} (matched as whole path components), so "
+                        f"nothing was rewritten or written; its paths start like: {shown or 'no entries'}")
     write_json(out or json_file, raw)
     return changed, len(raw["annotations"])
 
@@ -354,6 +381,16 @@ def make_long_tailed(json_file: Path, out: Path, imbalance: float, *, max_per_cl
     ranks = np.argsort(-counts, kind="stable") if order == "size" else np.arange(ann.num_classes)
     target = np.zeros(ann.num_classes, dtype=np.int64)
     target[ranks] = profile
+    empty = [c for c in range(ann.num_classes) if target[c] == 0 or counts[c] == 0]
+    if empty:
+        names = ", ".join(str(c) if ann.class_names is None else f"{c} ({ann.class_names[c]})" for c in empty[:5])
+        more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
+        if any(target[c] == 0 for c in empty):
+            why = (f"--imbalance {imbalance:g} with {n_max} images in the largest class gives them 0 (the factor "
+                   f"can be at most {n_max}; or raise --max-per-class)")
+        else:
+            why = f"{json_file} has no images of them"
+        raise DataError(f"make-lt would leave {len(empty)} class(es) without images: {names}{more}: {why}")
     rng = np.random.RandomState(seed)
     keep = []
     short = 0
