@@ -121,3 +121,22 @@ def test_the_non_finite_flag_is_kept_on_the_device_and_read_once() -> None:
     clean.update(torch.randn(6, 4), labels)
     clean.check_finite()
 
+
+
+def test_the_features_line_shows_what_the_report_shows(fcc_run: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    run = copy_run(fcc_run, tmp_path)
+    assert main(["eval", str(run), "--features"]) == 0
+    out = capsys.readouterr().out
+    stats = json.loads((run / "features.json").read_text())
+    by = stats["spread_ratio_by_group"]
+
+    def num(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.4g}"
+
+    assert (f"test features (checkpoints/last.pt): spread ratio {num(stats['mean_spread_ratio'])} (many "
+            f"{num(by['many'])}, medium {num(by['medium'])}, few {num(by['few'])}), feature norm "
+            f"{num(stats['mean_norm'])}, compactness {num(stats['compactness'])}") in out
+    assert f"wrote {run / 'features.json'} (and features.npz" in out

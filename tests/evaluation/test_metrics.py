@@ -26,7 +26,7 @@ def test_summary_by_hand() -> None:
     tally.all_reduce(DistContext())
     out = summarize(tally, train_counts=[200, 50, 10])
     assert out["top1"] == pytest.approx(100 * 3 / 6)
-    assert out["top5"] == pytest.approx(100.0)  # 3 classes: top-5 = top-3 covers everything
+    assert out["top5"] is None  # 3 classes: every class is among the top five, a 100 that says nothing
     assert out["per_class"] == pytest.approx([200 / 3, 50.0, 0.0])
     assert (out["many"], out["medium"], out["few"]) == (pytest.approx(200 / 3), 50.0, 0.0)
     assert out["mean_class"] == pytest.approx((200 / 3 + 50) / 3)
@@ -43,6 +43,20 @@ def test_top5_and_empty_groups() -> None:
     rank = (logits > logits.gather(1, labels[:, None])).sum(1)  # how many classes beat the true one
     assert out["top5"] == pytest.approx(100 * (rank < 5).double().mean().item())
     assert out["few"] is None and out["medium"] is None and out["many"] == pytest.approx(out["mean_class"])
+
+
+def test_top5_only_with_more_than_five_classes() -> None:
+    labels = torch.tensor([0, 1, 2, 3, 4, 0])
+    for classes, expected in ((5, None), (6, 100 * 5 / 6)):
+        logits = torch.zeros(6, classes)
+        logits[torch.arange(6), labels] = 1.0  # the true class second ...
+        logits[torch.arange(6), (labels + 1) % classes] = 5.0  # ... never first
+        logits[5, labels[5]] = -1.0  # the last sample's true class ranks last: outside the top 5 of 6
+        tally = ClassificationTally(classes, torch.device("cpu"))
+        tally.update(logits, labels)
+        out = summarize(tally, train_counts=[10] * classes)
+        assert out["top5"] == (pytest.approx(expected) if expected is not None else None)
+        assert out["top1"] == 0.0
 
 
 def test_class_without_test_samples_is_none() -> None:

@@ -24,7 +24,13 @@ from fcc_lt.data.build import build_eval_loader, build_splits
 from fcc_lt.data.class_stats import ClassStats
 from fcc_lt.data.datasets import DataSplits
 from fcc_lt.data.loader import EvalLoader
-from fcc_lt.evaluation.files import format_summary, write_eval_outputs, write_features_npz, write_json
+from fcc_lt.evaluation.files import (
+    format_features,
+    format_summary,
+    write_eval_outputs,
+    write_features_npz,
+    write_json,
+)
 from fcc_lt.evaluation.metrics import feature_summary
 from fcc_lt.evaluation.passes import run_eval, run_feature_stats
 from fcc_lt.evaluation.run_loader import LoadedRun, load_run, num_classes_of, refuse_while_training
@@ -132,9 +138,7 @@ def feature_stats_run(run_dir: Path, cfg: Config, checkpoint: str = "last", spli
         write_json(run_dir / f"{stem}.json", result)
         assert kept is not None
         write_features_npz(run_dir / f"{stem}.npz", kept[0], kept[1], stats.train_counts, names)
-        tqdm.write(f"{split} features ({result['checkpoint']}): mean norm {result['mean_norm']:.4g}, within-class "
-                   f"spread {result['within_class_spread']:.4g}, centroid separation "
-                   f"{result['centroid_separation']:.4g}, compactness {result['compactness']:.4g}; "
-                   f"features in {stem}.npz")
+        tqdm.write(f"{split} features ({result['checkpoint']}): {format_features(result)}")
+        tqdm.write(f"wrote {run_dir / (stem + '.json')} (and {stem}.npz, the features themselves)")
     barrier(ctx)
     return result

@@ -98,6 +98,18 @@ def format_summary(result: dict[str, Any]) -> str:
             f"medium {pct(result['medium'])}  few {pct(result['few'])}")
 
 
+def format_features(result: dict[str, Any]) -> str:
+    """The feature statistics `fcc report` shows (spread ratio overall and by shot group, feature norm) and
+    compactness, in one line."""
+    def num(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.4g}"
+
+    groups = result.get("spread_ratio_by_group") or {}
+    return (f"spread ratio {num(result.get('mean_spread_ratio'))} (many {num(groups.get('many'))}, medium "
+            f"{num(groups.get('medium'))}, few {num(groups.get('few'))}), feature norm {num(result.get('mean_norm'))}, "
+            f"compactness {num(result.get('compactness'))}")
+
+
 def write_features_npz(path: Path, features: Tensor, labels: Tensor, train_counts: Sequence[int],
                        class_names: Sequence[str]) -> None:
     """The pooled, unscaled features of a split for users' own analysis: features (N, D) float32,

@@ -88,7 +88,8 @@ def summarize(tally: ClassificationTally, train_counts: Sequence[int], many_min:
               few_max: int = 19) -> dict[str, Any]:
     """top1/top5 over samples, per-class accuracy, and the mean per-class accuracy of each shot group.
 
-    A group with no classes (e.g. 'few' on CIFAR-10-LT) is reported as None rather than 0.
+    A group with no classes (e.g. 'few' on CIFAR-10-LT) is reported as None rather than 0, and so is top-5
+    with fewer than 6 classes.
     """
     total = tally.total.cpu().tolist()
     top1 = tally.top1.cpu().tolist()
@@ -97,7 +98,8 @@ def summarize(tally: ClassificationTally, train_counts: Sequence[int], many_min:
     groups = shot_groups(train_counts, many_min, few_max)
     out: dict[str, Any] = {
         "top1": _pct(sum(top1), sum(total)),
-        "top5": _pct(sum(top5), sum(total)),
+        # with 5 classes or fewer every class is among the top five: a top-5 of 100 says nothing
+        "top5": _pct(sum(top5), sum(total)) if tally.num_classes > 5 else None,
         "mean_class": _mean(per_class),
         "many": _mean([per_class[c] for c in groups["many"]]),
         "medium": _mean([per_class[c] for c in groups["medium"]]),
