@@ -140,3 +140,49 @@ def test_the_features_line_shows_what_the_report_shows(fcc_run: Path, tmp_path: 
             f"{num(by['many'])}, medium {num(by['medium'])}, few {num(by['few'])}), feature norm "
             f"{num(stats['mean_norm'])}, compactness {num(stats['compactness'])}") in out
     assert f"wrote {run / 'features.json'} (and features.npz" in out
+
+
+def test_fcc_eval_of_a_folder_evaluates_each_finished_run(fcc_run: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    sweep = tmp_path / "sweep"
+    done, running, stopped, broken = (Path(shutil.copytree(fcc_run, sweep / name)) for name in "abcd")
+    lines = (stopped / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (stopped / "metrics.jsonl").write_text(lines[0])  # stopped after epoch 1 of 2
+    (stopped / "eval.json").unlink()
+    poison(broken, "backbone.stem.1.running_var")
+    with held_elsewhere(running):
+        assert main(["eval", str(sweep), "--features"]) == 2  # one failed; before: "not a run directory"
+    out = capsys.readouterr().out
+    assert f"{sweep}: 4 runs, 1 evaluated, 2 skipped, 1 failed" in out
+    assert f"  {done}: spread ratio " in out and (done / "features.json").is_file()
+    assert f"  {running}: skipped: running (in use by another fcc process)" in out
+    assert f"  {stopped}: skipped: stopped (stopped after epoch 1 of 2)" in out
+    assert f"  {broken}: failed: " in out and "non-finite pooled features" in out
+    assert not any((run / "features.json").exists() for run in (running, stopped, broken))
+    shutil.rmtree(broken)
+    assert main(["eval", str(sweep)]) == 0  # the rest evaluates cleanly (b no longer training)
+    assert f"{sweep}: 3 runs, 2 evaluated, 1 skipped, 0 failed" in capsys.readouterr().out
+    assert (done / "eval_last_test.json").is_file() and not (stopped / "eval_last_test.json").exists()
+
+
+def test_near_misses_get_the_command_that_was_meant(fcc_run: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    run = copy_run(fcc_run, tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (["eval", str(run / "config.yaml")], f"that is the config of the run directory {run}; evaluate the run: "
+                                             f"fcc eval {run}"),
+        (["eval", str(run / "checkpoints" / "best.pt")], f"evaluate it with: fcc eval {run} --checkpoint best"),
+        (["eval", str(tmp_path / "rum")], f"{tmp_path / 'rum'} is not a run directory: it does not exist; did you "
+                                          f"mean {run}?"),
+        (["predict", str(tmp_path / "nope"), str(a_photo(tmp_path))], "nope is not a run directory: it does not exist"),
+        (["train", "--resume", str(tmp_path / "nope")], "nope is not a run directory: it does not exist"),
+        (["eval", str(empty)], f"{empty / 'config.yaml'} is missing (a run directory is what `fcc train` writes)"),
+    ]
+    for args, said in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert said in err and "nothing to resume" not in err and "Traceback" not in err, (args, err)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fcc_lt.util import argtypes
 from fcc_lt.util.argtypes import int_at_least
-from fcc_lt.util.errors import ConfigError
+from fcc_lt.util.errors import ConfigError, FccError
+
+if TYPE_CHECKING:
+    from fcc_lt.config.schema import Config
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from fcc_lt.evaluation.evaluate import evaluate_run
     from fcc_lt.evaluation.run_loader import load_run_config
 
     run_dir = Path(args.run)
@@ -25,23 +29,74 @@ def cmd_eval(args: argparse.Namespace) -> int:
         run_dir = shipped_config(args.run) or run_dir  # a shipped config's name, with --checkpoint FILE
     if run_dir.is_file():  # a config file: evaluate the --checkpoint file (e.g. the original code's .pth) with it
         return _eval_with_config(args, run_dir, overrides)
-    cfg = load_run_config(run_dir, overrides)
+    if run_dir.is_dir() and not os.path.lexists(run_dir / "config.yaml"):
+        from fcc_lt.experiments.run_folder import find_run_dirs
+
+        if any(p.is_dir() for _, p in zip(range(_MAX_LOOKED_AT), run_dir.iterdir())):
+            try:
+                runs = find_run_dirs([run_dir])
+            except ConfigError:
+                runs = []  # none below: load_run_config says what the folder is
+            if runs:
+                return _eval_folder(args, run_dir, runs, overrides)
+    _eval_one(args, run_dir, load_run_config(run_dir, overrides))
+    return 0
+
+
+_MAX_LOOKED_AT = 10_000  # entries of a folder looked at for run directories before searching it
+
+
+def _eval_one(args: argparse.Namespace, run_dir: Path, cfg: Config) -> str:
+    """Evaluate one run as the options ask (plain, --features or --tau-sweep); its summary in one line."""
+    from fcc_lt.evaluation.files import format_features, format_summary
+
     if args.tau_sweep is not None:
         from fcc_lt.evaluation.tau_sweep import parse_taus, run_tau_sweep
 
         if cfg.eval.tau_norm is not None:
             raise ConfigError("--tau-sweep chooses eval.tau_norm itself; do not set it as well")
-        run_tau_sweep(run_dir, cfg, parse_taus(args.tau_sweep), checkpoint=args.checkpoint,
-                      select_on=args.select_on, report_on=args.split,
-                      allow_test_selection=args.select_on == "test")
-        return 0
+        sweep = run_tau_sweep(run_dir, cfg, parse_taus(args.tau_sweep), checkpoint=args.checkpoint,
+                              select_on=args.select_on, report_on=args.split,
+                              allow_test_selection=args.select_on == "test")
+        return f"tau {sweep['best_tau']:g}: {format_summary(sweep['result'])}" if sweep else ""
     if args.features:
         from fcc_lt.evaluation.evaluate import feature_stats_run
 
-        feature_stats_run(run_dir, cfg, checkpoint=args.checkpoint, split=args.split)
-        return 0
-    evaluate_run(run_dir, cfg, checkpoint=args.checkpoint, split=args.split)
-    return 0
+        result = feature_stats_run(run_dir, cfg, checkpoint=args.checkpoint, split=args.split)
+        return format_features(result) if result else ""
+    from fcc_lt.evaluation.evaluate import evaluate_run
+
+    result = evaluate_run(run_dir, cfg, checkpoint=args.checkpoint, split=args.split)
+    return format_summary(result) if result else ""
+
+
+def _eval_folder(args: argparse.Namespace, folder: Path, runs: list[Path], overrides: list[str]) -> int:
+    """`fcc eval FOLDER`: every run directory below FOLDER (a sweep), one after the other. Runs that are not
+    finished (training elsewhere, stopped, empty, unreadable) are skipped with their state; a run whose
+    evaluation fails is reported and the others go on. Exit 2 if any failed or none was evaluated."""
+    from fcc_lt.evaluation.run_loader import load_run_config
+    from fcc_lt.experiments.run_folder import run_status
+
+    if args.checkpoint not in ("last", "best"):
+        raise ConfigError(f"--checkpoint {args.checkpoint}: one checkpoint file cannot be evaluated as every run "
+                          f"of {folder}; use last or best, or name one run directory")
+    lines: list[tuple[Path, str, str]] = []  # (run, outcome, text)
+    for run in runs:
+        status = run_status(run)
+        if not status.finished:
+            lines.append((run, "skipped", f"{status.state}" + (f" ({status.detail})" if status.detail else "")))
+            continue
+        print(f"== {run}", file=sys.stderr, flush=True)
+        try:
+            lines.append((run, "evaluated", _eval_one(args, run, load_run_config(run, overrides))))
+        except FccError as err:
+            print(f"error: {err}", file=sys.stderr)
+            lines.append((run, "failed", str(err)))
+    counts = {k: sum(1 for _, outcome, _ in lines if outcome == k) for k in ("evaluated", "skipped", "failed")}
+    print(f"{folder}: {len(runs)} runs, " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    for run, outcome, text in lines:
+        print(f"  {run}: " + (text if outcome == "evaluated" else f"{outcome}: {text}"))
+    return 2 if counts["failed"] or not counts["evaluated"] else 0
 
 
 def _eval_with_config(args: argparse.Namespace, config: Path, overrides: list[str]) -> int:
@@ -50,6 +105,18 @@ def _eval_with_config(args: argparse.Namespace, config: Path, overrides: list[st
     from fcc_lt.config.load import load_config, parse_override
     from fcc_lt.evaluation.evaluate import evaluate_run, feature_stats_run
 
+    if config.name == "config.yaml" and (config.parent / "checkpoints").is_dir():  # a run's own config file
+        raise ConfigError(f"fcc eval {config}: that is the config of the run directory {config.parent}; evaluate "
+                          f"the run: fcc eval {config.parent}"
+                          + (f" --checkpoint {args.checkpoint}" if args.checkpoint != "last" else ""))
+    if config.suffix in (".pt", ".pth"):  # a checkpoint named where its run (or a config) belongs
+        run = config.parent.parent if config.parent.name == "checkpoints" else None
+        if run is not None and (run / "config.yaml").is_file():
+            which = config.stem if config.stem in ("last", "best") else config
+            raise ConfigError(f"fcc eval {config}: that is a checkpoint of the run {run}; evaluate it with: "
+                              f"fcc eval {run} --checkpoint {which}")
+        raise ConfigError(f"fcc eval {config}: that is a checkpoint file; evaluate it with the config of its network "
+                          f"and data: fcc eval CONFIG --checkpoint {config}")
     if args.checkpoint in ("last", "best"):
         raise ConfigError(f"fcc eval {config}: a config file has no checkpoints of its own; name the one to "
                           "evaluate with --checkpoint FILE (an fcc checkpoint or the original code's .pth)")
@@ -99,10 +166,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a run's checkpoint -> eval_<checkpoint>_<split>.json (the run's own "
                        "eval.json, written by training, is never replaced)",
-                       description="fcc eval RUN_DIR [overrides] | fcc eval CONFIG --checkpoint FILE [overrides] "
-                                   "(a checkpoint without a run directory, e.g. the original code's .pth)")
+                       description="fcc eval RUN_DIR [overrides] | fcc eval FOLDER [overrides] (every finished "
+                                   "run below it, e.g. a sweep; unfinished ones are skipped with a note) | "
+                                   "fcc eval CONFIG --checkpoint FILE [overrides] (a checkpoint without a run "
+                                   "directory, e.g. the original code's .pth)")
     p.add_argument("run", type=argtypes.path,
-                   help="run directory, or a config (a file or a shipped config's name) with --checkpoint FILE")
+                   help="run directory, a folder of them, or a config (a file or a shipped config's name) with "
+                        "--checkpoint FILE")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the run's config")
     p.add_argument("--checkpoint", default="last", type=argtypes.checkpoint,
                    help="last (default), best, or a checkpoint file")

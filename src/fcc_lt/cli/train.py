@@ -35,7 +35,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.smoke:
             raise ConfigError("--smoke starts a short throw-away run from a config file; it cannot resume one")
         check_resume_overrides(overrides)
-        cfg = load_run_config(Path(args.resume), overrides)
+        cfg = load_run_config(Path(args.resume), overrides, resuming=True)
     elif config_path is None and not overrides:
         args.parser.print_usage(sys.stderr)
         print("fcc train: name a config file (`fcc configs` lists the shipped ones), e.g.\n"

@@ -13,6 +13,7 @@ checkpoint's tensors, so a crafted config cannot make us allocate a model far la
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,15 +32,45 @@ from fcc_lt.models.tau_norm import tau_normalized_network
 from fcc_lt.util.errors import CheckpointError, ConfigError, FccError, OutputError
 from fcc_lt.util.run_lock import held_here, is_locked
 
+_MAX_LISTED = 10_000  # entries of a folder looked at for a "did you mean"
 
-def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> Config:
-    """The resolved config a run directory was started with (its config.yaml), optionally overridden."""
+
+def _not_a_run(run_dir: Path, resuming: bool) -> str:
+    """Why ``run_dir`` is no run directory, with the likely mistake: a name that does not exist (and the
+    closest one beside it), a run's config.yaml named instead of its folder, a folder of runs."""
+    if not os.path.lexists(run_dir):
+        parent = run_dir.parent
+        try:
+            names = [p.name for _, p in zip(range(_MAX_LISTED), parent.iterdir()) if p.is_dir()]
+        except OSError:
+            names = []
+        near = difflib.get_close_matches(run_dir.name, names, n=1, cutoff=0.6)
+        return (f"{run_dir} is not a run directory: it does not exist"
+                + (f"; did you mean {parent / near[0]}?" if near else ""))
+    if not run_dir.is_dir():
+        if run_dir.name == "config.yaml" and (run_dir.parent / "checkpoints").is_dir():
+            return f"{run_dir} is a run's config file; name the run directory itself: {run_dir.parent}"
+        return f"{run_dir} is not a run directory but a file"
+    missing = f"{run_dir} is not a run directory: {run_dir / 'config.yaml'} is missing"
+    try:
+        runs = sorted(p.name for _, p in zip(range(_MAX_LISTED), run_dir.iterdir()) if (p / "config.yaml").is_file())
+    except OSError:
+        runs = []
+    if runs:
+        return f"{missing}; it holds run directories ({', '.join(runs[:3])}{' ...' if len(runs) > 3 else ''})"
+    if resuming:
+        return (f"{missing} (a run directory is what `fcc train` writes; a run stopped before it wrote its config "
+                "has nothing to resume: start it again from its config file)")
+    return f"{missing} (a run directory is what `fcc train` writes)"
+
+
+def load_run_config(run_dir: Path, overrides: Sequence[str] = (), *, resuming: bool = False) -> Config:
+    """The resolved config a run directory was started with (its config.yaml), optionally overridden;
+    ``resuming``: for `fcc train --resume` (what its error says)."""
     run_dir = Path(run_dir)
     path = run_dir / "config.yaml"
     if not os.path.lexists(path):  # anything else there (a folder, a FIFO) is named by the bounded reader
-        raise ConfigError(f"{run_dir} is not a run directory: {path} is missing (a run directory is what "
-                          "`fcc train` writes; a run stopped before it wrote its config has nothing to resume: "
-                          "start it again from its config file)")
+        raise ConfigError(_not_a_run(run_dir, resuming))
     raw = apply_overrides(read_yaml(path), list(overrides))
     cfg = from_dict(raw, str(path))
     cfg.out = str(run_dir)
