@@ -186,3 +186,19 @@ def test_near_misses_get_the_command_that_was_meant(fcc_run: Path, tmp_path: Pat
         assert main(args) == 2, args
         err = capsys.readouterr().err
         assert said in err and "nothing to resume" not in err and "Traceback" not in err, (args, err)
+
+
+def test_the_python_api_follows_the_same_rules(fcc_run: Path, tmp_path: Path) -> None:
+    """fcc_lt.load / fcc_lt.predict: a run still training is refused, NaN logits are an error, as in the CLI."""
+    import fcc_lt
+    from fcc_lt.evaluation.metrics import NonFiniteOutputs
+    from fcc_lt.util.errors import OutputError
+
+    run = copy_run(fcc_run, tmp_path)
+    photo = a_photo(tmp_path)
+    with held_elsewhere(run), pytest.raises(OutputError, match="in use by another fcc process"):
+        fcc_lt.load(run, device="cpu")
+    assert fcc_lt.load(run, device="cpu").predict(photo).index in range(10)
+    poison(run, "head.fc.bias")
+    with pytest.raises(NonFiniteOutputs, match="non-finite logits"):
+        fcc_lt.predict(run, photo, device="cpu")

@@ -22,8 +22,10 @@ from torch import Tensor, nn
 from fcc_lt.config.schema import Config
 from fcc_lt.data.augment import Normalize
 from fcc_lt.data.images import DecodeError
+from fcc_lt.evaluation.metrics import NonFiniteOutputs
+from fcc_lt.evaluation.passes import nonfinite_hint
 from fcc_lt.evaluation.predict import transform_and_normalisation
-from fcc_lt.evaluation.run_loader import load_run, num_classes_of
+from fcc_lt.evaluation.run_loader import load_run, num_classes_of, refuse_while_training
 from fcc_lt.util.errors import ConfigError, DataError, short_repr
 from fcc_lt.util.precision import autocast, autocast_dtype
 
@@ -155,7 +157,12 @@ class Classifier:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         single = isinstance(images, (str, Path)) or not isinstance(images, (Sequence, Tensor, np.ndarray)) or (
             isinstance(images, (Tensor, np.ndarray)) and images.ndim != 4)
-        probs = self.logits(images).softmax(dim=1)
+        logits = self.logits(images)
+        bad = (~torch.isfinite(logits)).any(dim=1)
+        if bool(bad.any()):  # their probabilities would be NaN, or a class chosen by accident
+            raise NonFiniteOutputs(f"the network gave non-finite logits (NaN or inf) for {int(bad.sum())} of "
+                                   f"{len(bad)} images, so it predicts nothing{nonfinite_hint(self._amp)}")
+        probs = logits.softmax(dim=1)
         values, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
         predictions = []
         for v, c in zip(values.tolist(), indices.tolist()):
@@ -177,7 +184,9 @@ def _device(device: str | torch.device | None) -> torch.device | None:
 
 def load_classifier(source: str | Path, checkpoint: str = "last", *, device: str | torch.device | None = None
                     ) -> Classifier:
-    """A run directory (or checkpoint file) as a Classifier, on ``device`` (default: the run's ``device``)."""
+    """A run directory (or checkpoint file) as a Classifier, on ``device`` (default: the run's ``device``); not
+    while another process trains the run (the rule of `fcc predict` and `fcc eval`)."""
+    refuse_while_training(source, "load", checkpoint)
     run = load_run(source, checkpoint, what="run", device=_device(device))
     cfg = run.config
     assert cfg is not None  # load_run requires it
