@@ -30,9 +30,12 @@ def assert_pdf(path: Path) -> None:
     assert data.startswith(b"%PDF-") and b"%%EOF" in data[-32:] and len(data) > 1000
 
 
-def assert_figure(paths: list[Path], stem: str, inches: tuple[float, float]) -> None:
+def assert_figure(paths: list[Path], stem: str, width: float) -> None:
+    """PNG and PDF written, the PNG ``width`` inches wide at 200 dpi (a paper's 6 to 7.6 inches) and of a
+    height that depends on its legend."""
     assert [p.name for p in paths] == [f"{stem}.png", f"{stem}.pdf"]
-    assert png_size(paths[0]) == (round(inches[0] * 200), round(inches[1] * 200))
+    size = png_size(paths[0])
+    assert size[0] == round(width * 200) and 2.5 * 200 <= size[1] <= 8 * 200, size
     assert_pdf(paths[1])
 
 
@@ -99,7 +102,7 @@ def test_per_class_plot(tmp_path: Path) -> None:
     runs = seeded_runs(tmp_path / "runs")
     make_run(runs / "unfinished", seed=9, done_epochs=1)
     written, skipped = plots.grouped_plot("per-class", [runs], tmp_path / "out")
-    assert_figure(written, "per_class_accuracy", (6.0, 3.8))
+    assert_figure(written, "per_class_accuracy", 6.0)
     assert len(skipped) == 1 and skipped[0].startswith(f"{runs / 'unfinished'}: stopped (")
     assert skipped[0].endswith("), not plotted")
     # a run without the asked-for result file says which file it lacks, not only "failed"
@@ -117,7 +120,7 @@ def test_per_class_plot(tmp_path: Path) -> None:
 def test_cluster_plot_and_report_dir(tmp_path: Path) -> None:
     runs = seeded_runs(tmp_path / "runs", with_features=True)
     written, _ = plots.grouped_plot("clusters", [runs], tmp_path / "out")
-    assert_figure(written, "feature_clusters", (7.0, 3.2))
+    assert_figure(written, "feature_clusters", 7.0)
     assert main(["report", str(runs), "--out", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "feature_clusters.pdf").is_file()
     assert (tmp_path / "rep" / "per_class_accuracy.png").is_file()
@@ -139,7 +142,7 @@ def test_training_curves(tmp_path: Path) -> None:
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     empty = make_run(tmp_path / "empty", seed=2, done_epochs=0)
     written, skipped = plots.curves_plot([a, b, empty], tmp_path / "out")
-    assert_figure(written, "training_curves", (7.0, 2.8))
+    assert_figure(written, "training_curves", 7.0)
     assert len(skipped) == 1 and "no epoch lines" in skipped[0]
     assert plots.run_labels([a, b]) == [str(a), str(b)]  # the same folder name: shown by path
     with pytest.raises(DataError, match="no run with epoch lines"):
@@ -152,15 +155,14 @@ def test_confusion_plot_small_and_blocked(tmp_path: Path) -> None:
     write_confusion(small, np.array([[8, 2, 0, 0], [1, 5, 4, 0], [0, 0, 2, 8], [1, 0, 0, 1]]),
                     ["cat", "dog", "emu", "fox"])
     written = plots.plot_confusion_run(small, small)
-    assert png_size(written[0])[0] == round((3.2 + 0.22 * 4 + 1.0) * 200) and written[0].parent == small
+    assert png_size(written[0]) == (6.0 * 200, 5.0 * 200) and written[0].parent == small  # 4 classes: 6 in wide
     assert_pdf(written[1])
     names = [f"c{i}" for i in range(45)]
     big = make_run(tmp_path / "big", seed=0, per_class=[50.0] * 45, train_counts=list(range(500, 50, -10)),
                    class_names=names)
     write_confusion(big, np.random.default_rng(1).integers(0, 9, size=(45, 45)), names)
     written = plots.plot_confusion_run(big, tmp_path / "out")
-    side = min(3.2 + 0.22 * 23, 10.0)  # 45 classes -> blocks of 2 ranks -> 23 blocks
-    assert png_size(written[0]) == (round((side + 1.0) * 200), round(side * 200))
+    assert png_size(written[0]) == (round(7.6 * 200), round(6.6 * 200))  # 23 blocks: the widest, 7.6 in
     names_read, counts = run_folder.read_confusion(big)
     assert names_read == names and counts.shape == (45, 45)
     (tmp_path / "bad").mkdir()
@@ -203,10 +205,9 @@ def feature_runs(root: Path, num_classes: int = 4, dim: int = 8) -> list[Path]:
 def test_feature_projection_pca(tmp_path: Path) -> None:
     runs = feature_runs(tmp_path)
     written = plots.plot_feature_projection(runs, tmp_path / "out", max_points=100)
-    assert_figure(written, "feature_projection_pca", (3.4 * 2 + 0.8, 3.8))
+    assert_figure(written, "feature_projection_pca", 7.6)
     many = feature_runs(tmp_path / "many", num_classes=25)  # a colour scale by rank instead of a legend
-    assert_figure(plots.plot_feature_projection(many[:1], tmp_path / "out2"), "feature_projection_pca",
-                  (3.4 + 0.8, 3.8))
+    assert_figure(plots.plot_feature_projection(many[:1], tmp_path / "out2"), "feature_projection_pca", 6.0)
     with pytest.raises(ConfigError, match="--max-points"):
         plots.plot_feature_projection(runs, tmp_path / "out", max_points=2)
 
@@ -236,7 +237,7 @@ def test_tsne_and_umap_only_when_installed(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setitem(sys.modules, "sklearn", types.ModuleType("sklearn"))
     monkeypatch.setitem(sys.modules, "sklearn.manifold", manifold)
     written = plots.plot_feature_projection(runs[:1], tmp_path / "out", projection="tsne", max_points=50, seed=7)
-    assert_figure(written, "feature_projection_tsne", (3.4 + 0.8, 3.8))
+    assert_figure(written, "feature_projection_tsne", 6.0)
     assert calls[0] == {"n_components": 2, "init": "pca", "random_state": 7, "perplexity": pytest.approx(49 / 3)}
     assert calls[1] == (50, 8)
 

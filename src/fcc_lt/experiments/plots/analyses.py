@@ -8,7 +8,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fcc_lt.experiments.plots.style import group_labels, group_styles, new_figure, paper_style, save_figure
+from fcc_lt.experiments.plots.style import (
+    MAX_WIDTH,
+    MIN_WIDTH,
+    group_labels,
+    group_styles,
+    legend_below,
+    legend_height,
+    new_figure,
+    paper_style,
+    save_figure,
+)
 from fcc_lt.experiments.run_folder import RunFileError, read_analysis
 from fcc_lt.experiments.statistics import mean, sample_sd
 from fcc_lt.util.errors import DataError
@@ -72,7 +82,9 @@ def plot_margins(groups: Sequence[Group], out_dir: Path, stem: str = "margins") 
                                                     for _, data in series for d in data)]
     styles = _styled([g for g, _ in series])
     with paper_style():
-        fig = new_figure(max(7.0, 2.4 * len(present) + 0.6), 2.3 * len(kinds) + 0.8)
+        labels = [label for label, _, _ in styles]
+        width = min(max(MIN_WIDTH, 2.4 * len(present) + 0.6), MAX_WIDTH)
+        fig = new_figure(width, 2.3 * len(kinds) + 0.5 + legend_height(labels, width))
         axes = fig.subplots(len(kinds), len(present), squeeze=False)
         for row, kind in enumerate(kinds):
             for col, shot in enumerate(present):
@@ -94,7 +106,8 @@ def plot_margins(groups: Sequence[Group], out_dir: Path, stem: str = "margins") 
                 if col == 0:
                     ax.set_ylabel("fraction of test samples")
         fig.suptitle("Margins of the true class over the best other class (left of 0: wrong)")
-        fig.legend(loc="outside lower center", ncols=min(2, len(series)), frameon=False)
+        handles, shown = axes[0][0].get_legend_handles_labels()
+        legend_below(fig, handles, shown, width)
         return save_figure(fig, out_dir, stem)
 
 
@@ -109,8 +122,16 @@ def plot_scale_sweep(groups: Sequence[Group], out_dir: Path, stem: str = "scale_
                                                      for _, data in series for d in data))]
     styles = _styled([g for g, _ in series])
     with paper_style():
-        fig = new_figure(2.4 * len(panels) + 0.6, 3.0)
-        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        import math
+
+        labels = [label for label, _, _ in styles]
+        ncols = min(len(panels), 2)  # two panels a row: four side by side would not fit a page
+        nrows = math.ceil(len(panels) / ncols)
+        width = MIN_WIDTH if ncols == 1 else MAX_WIDTH
+        fig = new_figure(width, 2.4 * nrows + 0.5 + legend_height(labels, width))
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        for ax in axes[len(panels):]:
+            ax.set_visible(False)
         for ax, key in zip(axes, panels):
             for (_, data), (label, color, ls) in zip(series, styles):
                 scales = data[0]["scale_sweep"]["scales"]
@@ -121,7 +142,8 @@ def plot_scale_sweep(groups: Sequence[Group], out_dir: Path, stem: str = "scale_
             ax.axvline(1.0, color="0.5", linestyle=":", linewidth=0.8)
             ax.set_xlabel("factor s on every test feature")
             ax.set_title("top-1" if key == "top1" else f"{key}-shot classes")
-            ax.set_ylabel("test accuracy (%)" if key == "top1" else "")
+            ax.set_ylabel("test accuracy (%)")
         fig.suptitle("Accuracy against a common feature scale (dotted: bias set to zero)")
-        fig.legend(loc="outside lower center", ncols=min(2, len(series)), frameon=False)
+        handles, shown = axes[0].get_legend_handles_labels()
+        legend_below(fig, handles, shown, width)
         return save_figure(fig, out_dir, stem)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fcc_lt.experiments.plots.style import new_figure, paper_style, rank_order, save_figure
+from fcc_lt.experiments.plots.style import MAX_WIDTH, MIN_WIDTH, new_figure, paper_style, rank_order, save_figure
 from fcc_lt.experiments.run_folder import read_confusion, read_eval
 from fcc_lt.util.errors import ConfigError, DataError
 
@@ -46,11 +46,13 @@ def plot_confusion_ranked(confusion: np.ndarray, class_names: Sequence[str], tra
         start = 1
         labels = []
         for m in members:
-            labels.append(f"ranks {start}-{start + len(m) - 1} ({train_counts[m[0]]}-{train_counts[m[-1]]})")
+            ranks = f"ranks {start}-{start + len(m) - 1}" if len(m) > 1 else f"rank {start}"
+            seen = f"{train_counts[m[0]]}-{train_counts[m[-1]]}" if len(m) > 1 else f"{train_counts[m[0]]}"
+            labels.append(f"{ranks} ({seen})")
             start += len(m)
     with paper_style():
-        side = min(3.2 + 0.22 * k, 10.0)
-        fig = new_figure(side + 1.0, side)
+        width = min(max(4.2 + 0.22 * k, MIN_WIDTH), MAX_WIDTH)  # the matrix, its labels and the colour bar
+        fig = new_figure(width, width - 1.0)
         ax = fig.add_subplot()
         im = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
         fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of the true row's test samples")

@@ -8,7 +8,17 @@ from pathlib import Path
 import numpy as np
 
 from fcc_lt.evaluation.metrics import shot_groups
-from fcc_lt.experiments.plots.style import new_figure, paper_style, rank_order, run_labels, save_figure
+from fcc_lt.experiments.plots.style import (
+    MAX_WIDTH,
+    MIN_WIDTH,
+    legend_below,
+    legend_height,
+    new_figure,
+    paper_style,
+    rank_order,
+    run_labels,
+    save_figure,
+)
 from fcc_lt.experiments.run_folder import config_or_none, read_features_npz
 from fcc_lt.util.errors import ConfigError
 
@@ -67,21 +77,34 @@ def _pca_k(x: np.ndarray, k: int) -> np.ndarray:
     return centred @ vt[:k].T
 
 
-def _run_title(run_dir: Path, label: str) -> str:
-    from fcc_lt.experiments.report import fcc_label, method_label
+def _run_title(run_dir: Path, label: str, chars: int) -> str:
+    """The panel's title: the folder name and the method as the report names it, wrapped to the panel."""
+    import textwrap
+
+    from fcc_lt.experiments.report.collect import fcc_chain_label, method_label
 
     cfg = config_or_none(run_dir)
     if cfg is None:
-        return label
-    fcc = fcc_label(cfg)
-    method = method_label(cfg, run_dir) + ("" if fcc == "-" else f" + {fcc}")
-    return method if method == label else f"{label}\n{method}"
+        return textwrap.fill(label, chars)
+    fcc = fcc_chain_label(cfg, Path(run_dir))
+    method = method_label(cfg, Path(run_dir)) + ("" if fcc == "-" else f" + {fcc}")
+    text = method if method == label else f"{label}: {method}"
+    return textwrap.fill(text, chars)
+
+
+MARKERS = {"many": ("o", "many-shot (head) class centre"), "medium": ("s", "medium-shot class centre"),
+           "few": ("^", "few-shot (tail) class centre")}
+MAX_NAMED_CLASSES = 20  # up to this many classes, each has its colour and its name in a legend
 
 
 def plot_feature_projection(run_dirs: Sequence[Path], out_dir: Path, projection: str = "pca",
                             max_points: int = 5000, seed: int = 0, stem: str | None = None) -> list[Path]:
-    """Side by side, one panel a run: a 2-D projection of its test features coloured by class rank, each
-    class centre marked by its shot group (head: many-shot, tail: few-shot)."""
+    """One panel a run (two per row): a 2-D projection of its test features coloured by class, each class
+    centre marked by its shot group. Up to 20 classes a legend beside the panels names each colour (class and
+    training count, in rank order), so no label sits on the data or on another label; above, a colour scale
+    by class rank. The marker key is under the panels."""
+    import math
+
     from matplotlib.lines import Line2D
 
     if projection not in PROJECTIONS:
@@ -100,16 +123,22 @@ def plot_feature_projection(run_dirs: Sequence[Path], out_dir: Path, projection:
     for r in run_dirs:
         ev = (config_or_none(r) or {}).get("eval") or {}
         thresholds.append((int(ev.get("many_shot_min", 101)), int(ev.get("few_shot_max", 19))))
-    markers = {"many": ("o", "head: many-shot"), "medium": ("s", "medium-shot"), "few": ("^", "tail: few-shot")}
+    num_classes = max(len(p[1]["train_counts"]) for p in panels)
+    categorical = num_classes <= MAX_NAMED_CLASSES
+    ncols = min(len(panels), 2)
+    nrows = math.ceil(len(panels) / ncols)
+    width = MIN_WIDTH if len(panels) == 1 else MAX_WIDTH
+    key_labels = [MARKERS[g][1] for g in ("many", "medium", "few")] + ["test sample"]
     with paper_style():
         import matplotlib
 
-        fig = new_figure(3.4 * len(panels) + 0.8, 3.8)
-        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        fig = new_figure(width, 3.3 * nrows + legend_height(key_labels, width))
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        for ax in axes[len(panels):]:
+            ax.set_visible(False)
         used_groups: set[str] = set()
-        num_classes = max(len(p[1]["train_counts"]) for p in panels)
-        categorical = num_classes <= 20
         cmap = matplotlib.colormaps["tab10" if num_classes <= 10 else "tab20" if categorical else "viridis"]
+        title_chars = int((width - (1.6 if categorical else 1.0)) / ncols / (0.6 * 8 / 72)) - 2
         for ax, (run_dir, data, rows, coords, axis_labels), label, (many_min, few_max) in zip(
                 axes, panels, run_labels(run_dirs), thresholds):
             counts = [int(c) for c in data["train_counts"]]
@@ -119,37 +148,39 @@ def plot_feature_projection(run_dirs: Sequence[Path], out_dir: Path, projection:
             shade = rank[labels] if categorical else rank[labels] / max(len(counts) - 1, 1)
             ax.scatter(coords[:, 0], coords[:, 1], c=[cmap(s) for s in shade], s=3, alpha=0.45, linewidths=0,
                        rasterized=True)
-            groups = shot_groups(counts, many_min, few_max)
-            for group, members in groups.items():
+            for group, members in shot_groups(counts, many_min, few_max).items():
                 for c in members:
                     mask = labels == c
                     if not mask.any():
                         continue
                     centre = coords[mask].mean(axis=0)
                     color = cmap(rank[c] if categorical else rank[c] / max(len(counts) - 1, 1))
-                    ax.scatter([centre[0]], [centre[1]], marker=markers[group][0], s=55, color=color,
+                    ax.scatter([centre[0]], [centre[1]], marker=MARKERS[group][0], s=55, color=color,
                                edgecolors="black", linewidths=0.8, zorder=3)
                     used_groups.add(group)
-                    if len(counts) <= 20:
-                        ax.annotate(str(data["class_names"][c]), centre, xytext=(4, 4), textcoords="offset points",
-                                    fontsize=6)
             ax.set_xlabel(axis_labels[0])
             ax.set_ylabel(axis_labels[1])
-            ax.set_title(_run_title(run_dir, label), fontsize=8)
+            ax.set_title(_run_title(run_dir, label, max(20, title_chars)), fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
-        handles = [Line2D([], [], linestyle="", marker=markers[g][0], markerfacecolor="white",
-                          markeredgecolor="black", label=f"{markers[g][1]} class centre")
-                   for g in ("many", "medium", "few") if g in used_groups]
-        if not categorical:
+        if categorical:  # a colour per class, named beside the panels (classes of the first run, in rank order)
+            counts = [int(c) for c in panels[0][1]["train_counts"]]
+            names = [str(n) for n in panels[0][1]["class_names"]]
+            entries = [Line2D([], [], linestyle="", marker="o", markersize=5, color=cmap(r))
+                       for r in range(len(counts))]
+            texts = [f"{names[c][:24]} ({counts[c]})" for c in rank_order(counts)]
+            fig.legend(entries, texts, loc="outside right upper", frameon=False, title="class (training images)",
+                       title_fontsize=7, ncols=1)
+        else:
             from matplotlib.cm import ScalarMappable
             from matplotlib.colors import Normalize
 
-            fig.colorbar(ScalarMappable(Normalize(1, num_classes), cmap), ax=list(axes), shrink=0.8,
+            fig.colorbar(ScalarMappable(Normalize(1, num_classes), cmap), ax=list(axes[:len(panels)]), shrink=0.8,
                          label="class rank (1 = most training images)")
-        else:
-            handles.append(Line2D([], [], linestyle="", marker="o", markersize=3, color="0.5",
-                                  label="test sample (colour: class)"))
-        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
+        handles = [Line2D([], [], linestyle="", marker=MARKERS[g][0], markerfacecolor="white",
+                          markeredgecolor="black") for g in ("many", "medium", "few") if g in used_groups]
+        shown = [MARKERS[g][1] for g in ("many", "medium", "few") if g in used_groups]
+        handles.append(Line2D([], [], linestyle="", marker="o", markersize=3, color="0.5"))
+        shown.append("test sample (colour: its class)")
+        legend_below(fig, handles, shown, width)
         return save_figure(fig, out_dir, stem or f"feature_projection_{projection}")
-

@@ -13,8 +13,12 @@ import numpy as np
 
 from fcc_lt.experiments.plots.analyses import analysed, plot_margins, plot_scale_sweep
 from fcc_lt.experiments.plots.style import (
+    MIN_WIDTH,
     group_labels,
+    group_markers,
     group_styles,
+    legend_below,
+    legend_height,
     new_figure,
     paper_style,
     rank_order,
@@ -63,19 +67,25 @@ def _thresholds(groups: Sequence[Group]) -> tuple[int, int]:
 
 def plot_per_class(groups: Sequence[Group], out_dir: Path, stem: str = "per_class_accuracy") -> list[Path]:
     """Per-class test accuracy against the class's training count (log axis), one line per group, the band
-    +- one sd over seeds; with and without FCC of a method share a colour (solid: with FCC)."""
+    +- one sd over seeds; with and without FCC of a method share a colour and differ in line and marker
+    (solid with filled circles: with FCC; dashed with hollow squares: without). The legend is under the axes."""
     from matplotlib.ticker import FuncFormatter
 
     usable = [g for g in groups if all(r.per_class is not None and r.train_counts is not None for r in g.runs)]
     if not usable:
         raise DataError("no finished run with per-class accuracies and training counts in its eval.json")
+    labels, styles = group_labels(usable), group_styles(usable)
+    width = MIN_WIDTH
     with paper_style():
-        fig = new_figure(6.0, 3.8)
+        fig = new_figure(width, 3.4 + legend_height(labels, width))
         ax = fig.add_subplot()
-        for g, label, (color, ls) in zip(usable, group_labels(usable), group_styles(usable)):
+        handles = []
+        markers = group_markers(usable, [c for c, _ in styles])
+        for g, (color, ls), marker in zip(usable, styles, markers):
             counts = g.runs[0].train_counts or []
             xs, ms, sds = count_curve([r.per_class or [] for r in g.runs], counts)
-            ax.plot(xs, ms, linestyle=ls, color=color, marker="o", markersize=3, label=label)
+            (line,) = ax.plot(xs, ms, linestyle=ls, color=color, markersize=3.5, **marker)
+            handles.append(line)
             if len(g.runs) > 1:
                 lo = [m - (s or 0.0) for m, s in zip(ms, sds)]
                 hi = [m + (s or 0.0) for m, s in zip(ms, sds)]
@@ -88,14 +98,14 @@ def plot_per_class(groups: Sequence[Group], out_dir: Path, stem: str = "per_clas
         shot_bounds(ax, *_thresholds(usable))
         bands = " (bands: ± 1 sd over seeds)" if any(len(g.runs) > 1 for g in usable) else ""
         ax.set_title("Per-class accuracy against training count" + bands)
-        ax.legend(loc="lower right", frameon=True)
+        legend_below(fig, handles, labels, width)
         return save_figure(fig, out_dir, stem)
-
 
 
 def plot_feature_clusters(groups: Sequence[Group], out_dir: Path, stem: str = "feature_clusters") -> list[Path]:
     """Against class rank: the spread of each class's test features divided by the distance to the nearest
-    other class centre, and the mean feature norm; one line per group, +- one sd over seeds."""
+    other class centre, and the mean feature norm; one line per group, +- one sd over seeds; with and
+    without FCC told apart by line and marker as in the per-class figure."""
     from matplotlib.ticker import MaxNLocator
 
     series = []
@@ -105,11 +115,15 @@ def plot_feature_clusters(groups: Sequence[Group], out_dir: Path, stem: str = "f
         if not counts:
             raise DataError(f"{g.runs[0].path}: neither features.json nor eval.json has train_counts")
         series.append((data, [int(c) for c in counts]))
+    labels, styles = group_labels(groups), group_styles(groups)
+    width = 7.0
     with paper_style():
-        fig = new_figure(7.0, 3.2)
+        fig = new_figure(width, 3.0 + legend_height(labels, width))
         axes = fig.subplots(1, 2)
-        panels = (("spread_ratio", "spread / distance to nearest other centre"), ("mean_norm", "mean feature norm"))
-        for (data, counts), label, (color, ls) in zip(series, group_labels(groups), group_styles(groups)):
+        panels = (("spread_ratio", "spread / nearest-centre distance"), ("mean_norm", "mean feature norm"))
+        handles = []
+        markers = group_markers(groups, [c for c, _ in styles])
+        for (data, counts), (color, ls), marker in zip(series, styles, markers):
             order = rank_order(counts)
             for ax, (key, _) in zip(axes, panels):
                 values = [d["per_class"].get(key) or [None] * len(counts) for d in data]
@@ -118,8 +132,9 @@ def plot_feature_clusters(groups: Sequence[Group], out_dir: Path, stem: str = "f
                 xs = [i + 1 for i, m in enumerate(ms) if m is not None]
                 ys = [m for m in ms if m is not None]
                 ss = [s or 0.0 for m, s in zip(ms, sds) if m is not None]
-                ax.plot(xs, ys, linestyle=ls, color=color, marker="o", markersize=2.5,
-                        label=label if key == "spread_ratio" else None)
+                (line,) = ax.plot(xs, ys, linestyle=ls, color=color, markersize=3, **marker)
+                if key == "spread_ratio":
+                    handles.append(line)
                 if len(data) > 1:
                     ax.fill_between(xs, [y - s for y, s in zip(ys, ss)], [y + s for y, s in zip(ys, ss)],
                                     color=color, alpha=0.18, linewidth=0)
@@ -127,11 +142,10 @@ def plot_feature_clusters(groups: Sequence[Group], out_dir: Path, stem: str = "f
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("class rank (1 = most training images)")
             ax.set_ylabel(ylabel)
-        axes[0].set_title("Cluster spread relative to the nearest other centre (scale-free)")
+        axes[0].set_title("Cluster spread (scale-free)")
         axes[1].set_title("Test feature norms")
-        fig.legend(loc="outside lower center", ncols=min(2, len(groups)), frameon=False)
+        legend_below(fig, handles, labels, width)
         return save_figure(fig, out_dir, stem)
-
 
 
 def plot_report(report: Report, out_dir: Path) -> list[Path]:

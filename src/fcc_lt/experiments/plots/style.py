@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 PAPER_STYLE = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 7,
                "xtick.labelsize": 8, "ytick.labelsize": 8, "lines.linewidth": 1.5, "axes.grid": True,
                "grid.alpha": 0.3, "pdf.fonttype": 42}
+MIN_WIDTH, MAX_WIDTH = 6.0, 7.6  # inches: every figure fits a paper's text width (one or two columns)
+LEGEND_ROW_IN = 0.15  # height of one row of a 7 pt legend
+_CHAR_IN = 0.6 * 7 / 72  # the average width of a 7 pt character, in inches
 
 
 def rank_order(train_counts: Sequence[int]) -> list[int]:
@@ -107,3 +110,35 @@ def group_labels(groups: Sequence[Group]) -> list[str]:
         short = " †short schedule" if g.marked else ""  # counted with --include-short: marked as in the tables
         labels.append(f"{', '.join(parts)} (n={len(g.runs)}){short}")
     return labels
+
+
+def group_markers(groups: Sequence[Group], colours: Sequence[Any]) -> list[dict[str, Any]]:
+    """Markers that tell with from without FCC apart at print size, where colour and dash alone may not: a
+    filled circle with FCC, a hollow square without."""
+    return [{"marker": "o", "markerfacecolor": c, "markeredgecolor": c} if g.runs[0].fcc_on else
+            {"marker": "s", "markerfacecolor": "white", "markeredgecolor": c} for g, c in zip(groups, colours)]
+
+
+def legend_layout(labels: Sequence[str], width: float) -> tuple[list[str], int, int]:
+    """Legend entries wrapped to fit a figure ``width`` inches wide, the number of columns that fit, and the
+    number of legend rows (for the figure's height)."""
+    import textwrap
+
+    chars = max(20, int(width / _CHAR_IN) - 8)  # room for the handle and the frame
+    ncols = max(1, min(len(labels), chars // (max((len(t) for t in labels), default=1) + 6)))
+    wrapped = [textwrap.fill(t, max(20, chars // ncols - 6)) for t in labels]
+    lines_per_entry = max((t.count("\n") + 1 for t in wrapped), default=1)
+    rows = math.ceil(len(labels) / ncols) * lines_per_entry
+    return wrapped, ncols, rows
+
+
+def legend_below(fig: Figure, handles: Sequence[Any], labels: Sequence[str], width: float) -> None:
+    """The figure's legend under its panels, outside every axes (it never covers data), entries wrapped and
+    in as many columns as fit the width."""
+    wrapped, ncols, _ = legend_layout(labels, width)
+    fig.legend(handles, wrapped, loc="outside lower center", ncols=ncols, frameon=False)
+
+
+def legend_height(labels: Sequence[str], width: float) -> float:
+    """The height, in inches, a ``legend_below`` of these labels takes."""
+    return LEGEND_ROW_IN * legend_layout(labels, width)[2] + 0.1
