@@ -220,6 +220,10 @@ def test_negative_seed_and_bad_counts_are_refused_when_read(tmp_path: Path, caps
     with pytest.raises(SystemExit):
         main(["report", "r/" + "x" * 300])
     assert "has a file or folder name of 300 bytes" in capsys.readouterr().err
+    for name in ("/dev/zero", "../eval.json", "eval.txt"):  # a file name inside each run, not a path
+        with pytest.raises(SystemExit):
+            main(["report", str(run), "--eval-file", name])
+        assert "--eval-file: expected the name of a result file in each run directory" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("record", ['{"jobs": [1]}', '{"runs": 5}', '{"runs": [{"name": 5}]}', "[1]",

@@ -14,6 +14,15 @@ SHORT_HELP = ("also count (and plot) runs whose schedule cannot mean what their 
               "train.max_steps_per_epoch, or a schedule too short for its LR drops and deferred parts (marked †)")
 
 
+def eval_file_name(text: str) -> str:
+    """--eval-file: the name of a result file inside each run directory (eval_last_test.json), not a path."""
+    argtypes.path(text)
+    if "/" in text or "\\" in text or text in (".", "..") or not text.endswith(".json"):
+        raise argparse.ArgumentTypeError(f"expected the name of a result file in each run directory, such as "
+                                         f"eval_last_test.json, got {text!r}")
+    return text
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from fcc_lt.config.recipes import resolve_sweep
     from fcc_lt.experiments.sweep.command import SweepOptions, parse_gpus, run_sweep
@@ -128,7 +137,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "imbalance_factor, backbone, epochs, method, fcc, seed, or config keys such as train.lr")
     p.add_argument("--format", choices=["md", "markdown", "csv", "json"], default="md",
                    help="what goes to stdout: a markdown table (default md), CSV or JSON")
-    p.add_argument("--eval-file", default="eval.json", type=argtypes.path,
+    p.add_argument("--eval-file", default="eval.json", type=eval_file_name,
                    help="the result file of each run (default eval.json, the run's own; e.g. eval_last_test.json "
                         "for what `fcc eval RUN` wrote)")
     p.add_argument("--out", metavar="DIR", help="also write report.md/.csv/.json and the group figures into DIR")
@@ -156,7 +165,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         if kind in ("per-class", "clusters", "curves", "margins", "scale"):
             q.add_argument("--include-short", action="store_true", help=SHORT_HELP)
         if kind in ("per-class", "clusters", "confusion", "margins", "scale"):
-            q.add_argument("--eval-file", default="eval.json", type=argtypes.path,
+            q.add_argument("--eval-file", default="eval.json", type=eval_file_name,
                            help="the result file of each run (default eval.json; as for fcc report)")
         if kind == "confusion":
             q.add_argument("--blocks", type=int_at_least(1), help="number of blocks of class ranks (default: one "
