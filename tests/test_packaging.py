@@ -34,6 +34,17 @@ def requirements() -> dict[str, str]:
     return found
 
 
+def build_backend_available() -> None:
+    """Skip unless this environment can run the build backend as pip's isolated build would (setuptools >= 77
+    and the packaging >= 24.2 it needs for license expressions)."""
+    setuptools = pytest.importorskip("setuptools")
+    packaging = pytest.importorskip("packaging")
+    if int(setuptools.__version__.split(".")[0]) < 77:
+        pytest.skip("needs setuptools >= 77, the build requirement")
+    if tuple(int(p) for p in packaging.__version__.split(".")[:2]) < (24, 2):
+        pytest.skip(f"setuptools needs packaging >= 24.2 here, this environment has {packaging.__version__}")
+
+
 def test_one_version_everywhere() -> None:
     version = fcc_lt.__version__
     assert re.fullmatch(r"\d+\.\d+\.\d+", version)
@@ -48,9 +59,7 @@ def test_one_version_everywhere() -> None:
 
 def test_the_wheel_metadata_has_that_version(tmp_path: Path) -> None:
     """What the build backend writes into the wheel (PEP 517 metadata hook, as pip calls it)."""
-    setuptools = pytest.importorskip("setuptools")
-    if int(setuptools.__version__.split(".")[0]) < 77:
-        pytest.skip("needs setuptools >= 77, the build requirement")
+    build_backend_available()
     code = ("import sys; from setuptools import build_meta; "
             "print(build_meta.prepare_metadata_for_build_wheel(sys.argv[1]))")
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, capture_output=True, text=True,
@@ -85,9 +94,7 @@ def test_extras_pull_only_what_they_serve() -> None:
 
 
 def test_the_sdist_holds_what_its_tests_need(tmp_path: Path) -> None:
-    setuptools = pytest.importorskip("setuptools")
-    if int(setuptools.__version__.split(".")[0]) < 77:
-        pytest.skip("needs setuptools >= 77, the build requirement")
+    build_backend_available()
     code = "import sys; from setuptools import build_meta; print(build_meta.build_sdist(sys.argv[1]))"
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
@@ -113,3 +120,16 @@ def test_gitignore_covers_what_the_quick_start_writes(tmp_path: Path) -> None:
     kept = subprocess.run(["git", "check-ignore", "--no-index", "tests/fixtures/run_v0_1_0/checkpoints/last.pt",
                            "src/fcc_lt/configs/cifar10_lt/ce_if100.yaml"], cwd=REPO, capture_output=True, text=True)
     assert kept.stdout == ""
+
+
+def test_the_citations_agree() -> None:
+    """README's BibTeX, the docs' home page and CITATION.cff name the same paper, authors and version."""
+    cff = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    paper = cff["preferred-citation"]
+    authors = " and ".join(f"{a['family-names']}, {a['given-names']}" for a in paper["authors"])
+    for page in (REPO / "README.md", REPO / "docs" / "index.md"):
+        text = page.read_text()
+        assert f"author    = {{{authors}}}" in text, page
+        assert f"title     = {{{paper['title']}}}" in text and f"url       = {{{paper['url']}}}" in text, page
+    assert f"version = {{{fcc_lt.__version__}}}" in (REPO / "README.md").read_text()
+    assert cff["license"] == PYPROJECT["project"]["license"] == "MIT"

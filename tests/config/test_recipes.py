@@ -110,3 +110,23 @@ def test_fcc_configs_sweeps_and_fcc_sweep_by_name(tmp_path: Path, monkeypatch: p
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.pt"))
     assert main(["sweep", "cifar10_lt_ce_vs_fc", "--dry-run"]) == 2
     assert "did you mean 'cifar10_lt_ce_vs_fcc'?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("overrides", [[], ["train.epochs=30", "fcc.gamma=0.25", "loss.params.drw_start_epoch=7"]])
+def test_a_shipped_recipe_copied_with_fcc_config_loads_back(overrides: list[str], tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """`fcc config NAME [overrides] > mine.yaml` is a self-contained copy a user can edit: no base: left,
+    the same config as NAME with those overrides (the rescaled schedule included), and a run directory of
+    its own instead of the recipe's."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["config", "cifar10_lt/bsce_drw_fcc_if100", *overrides]) == 0
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(capsys.readouterr().out)
+    assert "base:" not in mine.read_text() and "\nout:" not in mine.read_text()
+    copy, original = load_config(mine), load_config("cifar10_lt/bsce_drw_fcc_if100", overrides)
+    assert copy.out == "runs/mine" and original.out == "runs/cifar10_lt/bsce_drw_fcc_if100"
+    copy.out = original.out
+    assert copy.to_dict() == original.to_dict()
+    if overrides:
+        assert (copy.train.milestones, copy.fcc.gamma, copy.loss.params["drw_start_epoch"]) == ([25, 28], 0.25, 7)

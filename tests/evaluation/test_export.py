@@ -83,8 +83,11 @@ def test_torchscript_gives_the_evaluated_logits(kind: str, runs: dict[str, Path]
 def test_onnx_gives_the_evaluated_logits(kind: str, runs: dict[str, Path], pixels: torch.Tensor,
                                          tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
+    onnx = pytest.importorskip("onnx")
     result = export_run(runs[kind], "onnx", tmp_path / "m.onnx")
+    # a fixed opset that the export extra's oldest onnxruntime (1.15) runs, whatever torch's default
+    assert [o.version for o in onnx.load(str(result.path)).opset_import if o.domain in ("", "ai.onnx")] == [17]
+    assert result.metadata["onnx_opset"] == 17
     session = ort.InferenceSession(str(result.path))
     (logits,) = session.run(None, {"images": pixels.numpy()})
     assert torch.allclose(torch.from_numpy(logits), reference_logits(runs[kind], pixels), atol=1e-4, rtol=1e-4)

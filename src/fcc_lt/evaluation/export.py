@@ -28,6 +28,7 @@ from fcc_lt.util.files import atomic_write_bytes, atomic_write_text
 FORMATS = ("torchscript", "onnx", "safetensors")
 SUFFIX = {"torchscript": ".torchscript.pt", "onnx": ".onnx", "safetensors": ".safetensors"}
 EXTRA = "pip install 'fcc-lt[export]'"
+ONNX_OPSET = 17  # fixed, not torch's default of the day: onnxruntime >= 1.15 (the export extra's bound) runs it
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ def _metadata(clf: Classifier, fmt: str, path: Path, folded: bool) -> dict[str, 
     t = clf.preprocess.transform
     return {
         "format": fmt,
+        **({"onnx_opset": ONNX_OPSET} if fmt == "onnx" else {}),
         "file": path.name,
         "fcc_lt_version": __version__,
         "run": str(clf.run_dir) if clf.run_dir is not None else None,
@@ -108,7 +110,8 @@ def _onnx(clf: Classifier, path: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript-based exporter: fast, and needs only onnx
             torch.onnx.export(wrapper, (_example(clf),), str(tmp), input_names=["images"], output_names=["logits"],
-                              dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+                              dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
+                              opset_version=ONNX_OPSET)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
