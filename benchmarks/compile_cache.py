@@ -5,7 +5,7 @@ after the other, sharing one TORCHINDUCTOR_CACHE_DIR.
     python benchmarks/compile_cache.py [--device auto] [--threads 1] [--classes 100] [--amp auto]
 
 Each process builds the network as the trainer does (fcc_lt.engine.build: memory format and compile as planned
-for a 200-epoch run), runs one training step through fcc_lt.engine.speed.SpeedForward (its first call compiles the
+for a 200-epoch run), runs one training step through fcc_lt.engine.speed.CompiledForward (its first call compiles the
 forward and the backward) and one evaluation pass through fcc_lt.engine.speed.eval_forward (compiled on the CPU),
 and prints the seconds of each first call and inductor's cache hits and misses.
 """
@@ -31,7 +31,7 @@ def child(args: argparse.Namespace) -> None:
 
     from fcc_lt.config.load import load_config
     from fcc_lt.engine.build import build_optimizer, build_training_network, wrap_for_training
-    from fcc_lt.engine.speed import eval_forward
+    from fcc_lt.engine.speed import compiled_call, eval_forward, plan_of
     from fcc_lt.util.distributed import DistContext, resolve_device
     from fcc_lt.util.precision import autocast, autocast_dtype
 
@@ -58,12 +58,12 @@ def child(args: argparse.Namespace) -> None:
     net.eval()
     t0 = time.perf_counter()
     with torch.no_grad(), autocast(device, dtype):
-        eval_forward(net)(x[:125].contiguous(memory_format=forward.plan.memory_format))
+        eval_forward(net)(x[:125].contiguous(memory_format=plan_of(net).memory_format))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     evaluation = time.perf_counter() - t0
-    print(json.dumps({"train_first_step_s": train, "compile_s": forward.compile_seconds,
-                      "eval_first_pass_s": evaluation, "plan": forward.plan.reason,
+    print(json.dumps({"train_first_step_s": train, "compile_s": compiled_call(forward).seconds,
+                      "eval_first_pass_s": evaluation, "plan": plan_of(net).reason,
                       "inductor": dict(counters["inductor"]), "aot_autograd": dict(counters["aot_autograd"])}))
 
 

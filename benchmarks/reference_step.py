@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 from cifar_from_jpeg import CLASSES  # this folder is on sys.path
 from fcc_lt.config.load import load_config
 from fcc_lt.data.cifar import CIFAR_MEAN, CIFAR_STD, SPECS, DataWarning, long_tail_counts
+from fcc_lt.engine.speed import compiled_call, plan_of
 from fcc_lt.engine.trainer import Trainer
 from fcc_lt.util import argtypes
 from fcc_lt.util.argtypes import int_at_least
@@ -213,7 +214,7 @@ def main() -> None:
             for _ in range(args.steps):
                 reference()
 
-        plan = ours.forward.plan.reason if hasattr(ours.forward, "plan") else "NCHW eager"
+        plan = plan_of(ours.model).reason
         variants: dict[str, Callable[[int], None]] = {
             "reference step (per-image PIL in workers, per-sample FCC loop, NCHW eager)": run_reference,
             f"fcc full step, auto for 200 epochs ({plan})": lambda r: ours_full(2 + r),
@@ -239,7 +240,7 @@ def main() -> None:
           f"{args.workers} DataLoader workers for the reference, {len(paths)} JPEG files "
           f"({'archive ' + str(args.archive) if args.archive.is_file() else 'synthetic'}), reference amp "
           f"{args.reference_amp}, fcc amp {ours.amp_dtype}, {args.steps} steps x {args.rounds} rounds (median)")
-    compiled = getattr(ours.forward, "compile_seconds", None)
+    compiled = getattr(compiled_call(ours.forward), "seconds", None)
     if compiled is not None:
         print(f"compile: {compiled:.1f} s (first compiled forward and backward)")
     print("\n| step | images/s | / reference |")

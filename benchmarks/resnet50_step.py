@@ -21,7 +21,7 @@ import time
 import torch
 
 from fcc_lt.config.load import load_config
-from fcc_lt.engine.objective import Objective
+from fcc_lt.engine.step import MethodParts, TrainingForward, objective
 from fcc_lt.methods.losses import CrossEntropy
 from fcc_lt.methods.mixers import NoMix
 from fcc_lt.models.network import build_network
@@ -52,10 +52,10 @@ def measure(args: argparse.Namespace, device: torch.device, amp: str, memory_for
     cfg = load_config(None, overrides)
     counts = [1] * args.classes
     torch.manual_seed(0)
-    model = build_network(cfg, counts).to(device).train()
+    model = build_network(cfg, args.classes).to(device).train()
     fmt = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
     model.to(memory_format=fmt)
-    objective = Objective(model, CrossEntropy(counts).to(device), NoMix(counts))
+    forward, parts = TrainingForward(model), MethodParts(CrossEntropy(counts).to(device), NoMix(counts))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=True)
     dtype = autocast_dtype(amp, device)
     scaler = grad_scaler(device, dtype)
@@ -65,7 +65,7 @@ def measure(args: argparse.Namespace, device: torch.device, amp: str, memory_for
 
     def step() -> None:
         with autocast(device, dtype):
-            out = objective(images, labels, 1, gen)
+            out = objective(forward, parts, images, labels, 1, gen)
         loss = out.loss.float()
         if scaler is not None:
             scaler.scale(loss).backward()

@@ -4,7 +4,7 @@ Variants (ResNet-32, CE + FCC active, batch 128, the trainer's fused SGD):
 - model-only steps, on batches made beforehand and resident on the device: forward (with FCC's factors
   as ones), cross-entropy, backward, optimizer step; in NCHW eager, NHWC eager and NHWC compiled;
 - full steps: what Trainer._run_epoch does per step (DeviceLoader gather, pad-crop-flip and normalise
-  of the batch, fcc_lt.engine.step.OptimizerStep with the objective, FCC's per-class factors and the loss, and the
+  of the batch, fcc_lt.engine.step.TrainingStep with the objective, FCC's per-class factors and the loss, and the
   loop's device-side tallies), with the plans `train.channels_last=false` (the former default),
   `auto` for a short run (NHWC eager) and `auto` for a 200-epoch run (NHWC compiled);
 - evaluation (fcc_lt.evaluation.passes.run_eval on the test split): compiled (as a compiled CPU run evaluates), NHWC
@@ -45,6 +45,7 @@ from fcc_lt.config.load import load_config
 from fcc_lt.data.augment import Normalize
 from fcc_lt.data.cifar import DataWarning
 from fcc_lt.data.loader import DeviceEvalLoader
+from fcc_lt.engine.speed import compiled_call, plan_of
 from fcc_lt.engine.trainer import Trainer
 from fcc_lt.evaluation.passes import run_eval
 from fcc_lt.models.network import model_memory_format
@@ -180,7 +181,7 @@ def main() -> None:
             trainers["compiled"] = build(args, root, out / "long", "train.epochs=200")  # auto: NHWC, compiled
         for name, t in trainers.items():
             print(f"{name}: {t.cfg.train.channels_last=} {t.cfg.train.compile=} -> "
-                  f"{getattr(t.forward, 'plan', None) and t.forward.plan.reason}", flush=True)
+                  f"{plan_of(t.model).reason}", flush=True)
 
         def premade(t: Trainer) -> list[tuple[torch.Tensor, torch.Tensor]]:
             batches = t.train_loader.epoch(1)
@@ -242,7 +243,8 @@ def main() -> None:
           f"{args.rounds} rounds (median), load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after; "
           f"rates and ratios by {clock}")
     if "compiled" in trainers:
-        print(f"compile: {trainers['compiled'].forward.compile_seconds:.1f} s for the first compiled forward and "
+        seconds = compiled_call(trainers["compiled"].forward).seconds
+        print(f"compile: {seconds:.1f} s for the first compiled forward and "
               f"backward (cache {os.environ.get('TORCHINDUCTOR_CACHE_DIR')})")
     print(f"\n| variant | images/s ({clock}) | / fastest model-only ({fastest.split(', ')[1]}) | "
           "/ former default full step | images/s (wall clock) |")

@@ -13,8 +13,8 @@ from conftest import tiny_run_overrides
 from fcc_lt.config.load import load_config
 from fcc_lt.engine import speed
 from fcc_lt.engine.build import wrap_for_training
-from fcc_lt.engine.objective import TrainingForward
-from fcc_lt.engine.speed import SpeedForward, SpeedPlan
+from fcc_lt.engine.speed import SpeedPlan, compiled_call
+from fcc_lt.engine.step import TrainingForward
 from fcc_lt.engine.trainer import Trainer
 from fcc_lt.models.network import build_network, model_memory_format
 from fcc_lt.util.distributed import DistContext
@@ -90,7 +90,7 @@ def test_the_compiled_step_is_the_eager_step_compiled_once_and_sync_free(cifar10
     loss_c = compiled.step(images, labels, 1, 0, labels.numel()).loss
     loss_e = eager.step(images, labels, 1, 0, labels.numel()).loss
     torch.testing.assert_close(loss_c, loss_e, rtol=2e-2, atol=2e-2)  # bf16: kernels round differently
-    assert compiled.forward.compiled and compiled.forward.compile_seconds is not None
+    assert compiled_call(compiled.forward).active and compiled_call(compiled.forward).seconds is not None
     # from now on every step runs without a host-device synchronisation, and nothing recompiles
     step_class = type(compiled.step)
     compiled.step.__class__ = type("StrictStep", (step_class,), {"__call__": strict(step_class.__call__)})
@@ -105,7 +105,7 @@ def test_cuda_graphs_reduce_overhead_trains(cifar10_root: Path, tmp_path: Path) 
     t = cuda_trainer(cifar10_root, tmp_path / "ro", "train.compile=on", "train.compile_mode=reduce-overhead",
                      "fcc.enabled=true", "fcc.start_epoch=2", "train.amp=bf16")
     result = t.fit()
-    assert t.forward.compiled and 0 <= result["top1"] <= 100
+    assert compiled_call(t.forward).active and 0 <= result["top1"] <= 100
 
 
 def test_ddp_over_nccl_with_one_process_wraps_the_compiled_forward(cifar10_root: Path, tmp_path: Path) -> None:
@@ -123,7 +123,8 @@ def test_ddp_over_nccl_with_one_process_wraps_the_compiled_forward(cifar10_root:
         speed.remember_plan(nets[0], SpeedPlan(channels_last=True, compile_mode="default"))
         # a DistContext claiming two processes makes wrap_for_training take its DDP path on this 1-process group
         ddp = wrap_for_training(nets[0], DistContext(rank=0, world_size=2, device=device))
-        assert isinstance(ddp, torch.nn.parallel.DistributedDataParallel) and isinstance(ddp.module, SpeedForward)
+        assert isinstance(ddp, torch.nn.parallel.DistributedDataParallel) and isinstance(ddp.module, TrainingForward)
+        assert compiled_call(ddp) is not None
         plain = TrainingForward(nets[1])
         x = torch.randn(16, 3, 32, 32, device=device)
         factors = torch.linspace(1, 1.5, 16, device=device)

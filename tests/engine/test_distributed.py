@@ -2,7 +2,7 @@
 
 Why the comparisons are exact in principle: every rank draws the same global order, augmentation and
 mixing streams, and takes positions rank::world of each global batch; micro-batch i of a rank takes
-positions i::k of that (fcc_lt.engine.step.OptimizerStep). With BatchNorm in training mode each rank normalises
+positions i::k of that (fcc_lt.engine.step.TrainingStep). With BatchNorm in training mode each rank normalises
 with the statistics of its own half batch, so a 2-process run is compared with a 1-process run with
 ``grad_accum_steps: 2``, whose two micro-batches are exactly those halves: the same forward passes, and
 DDP's gradient average equals the weighted sum of the micro-batch gradients. Only BN's running

@@ -1,12 +1,13 @@
-"""The training objective around the pure network: FCC on the pooled features (float32), manifold mixing
-inside the forward pass, which FCC factor a mixed sample gets, and the mixed loss and accuracy."""
+"""What a training step optimises around the pure network (fcc_lt.engine.step): FCC on the pooled features
+(float32), manifold mixing inside the forward pass, which FCC factor a mixed sample gets, and the mixed loss
+and accuracy."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from fcc_lt.engine.objective import Objective, TrainingForward, mixed_features
+from fcc_lt.engine.step import MethodParts, TrainingForward, fcc_factors, mixed_features, objective
 from fcc_lt.methods.fcc import FeatureClusterCompression
 from fcc_lt.methods.mixers import FeatureMix, MixedBatch, Mixer
 from fcc_lt.models.network import Network
@@ -42,8 +43,7 @@ def run(net: Network, batch: MixedBatch, gamma: float | None = 0.5, epoch: int =
         start: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, features) of the objective's forward for ``batch`` (FCC with ``gamma``, or none)."""
     fcc = FeatureClusterCompression(COUNTS, gamma=gamma, start_epoch=start) if gamma is not None else None
-    objective = Objective(TrainingForward(net), LOSSES.build("ce", {}, "loss.params", COUNTS), FixedMixer(batch), fcc)
-    return objective.forward(batch.images, objective.factors(batch, epoch), batch.feature_mix)
+    return TrainingForward(net)(batch.images, fcc_factors(fcc, batch, epoch), batch.feature_mix)
 
 
 def plain(x: torch.Tensor, labels: torch.Tensor) -> MixedBatch:
@@ -183,7 +183,7 @@ def test_objective_loss_and_accuracy_match_an_independent_computation(data) -> N
     batch = MixedBatch(x, labels, labels[perm], w)
     fcc = FeatureClusterCompression(COUNTS, gamma=0.5)
     criterion = LOSSES.build("ce", {}, "loss.params", COUNTS)
-    out = Objective(TrainingForward(net), criterion, FixedMixer(batch), fcc)(x, labels, 1, gen(0))
+    out = objective(TrainingForward(net), MethodParts(criterion, FixedMixer(batch), fcc), x, labels, 1, gen(0))
     factors = w.double() * tau_float64(labels, 0.5) + (1 - w.double()) * tau_float64(labels[perm], 0.5)
     logits = net.head(net.features(x) * factors.float()[:, None]).double()
     logp = torch.log_softmax(logits, dim=1)
@@ -209,6 +209,6 @@ def test_the_loss_sees_the_scaled_features(data) -> None:
             return super().forward(logits, targets, features=features, **kwargs)
 
     fcc = FeatureClusterCompression(COUNTS, gamma=0.5)
-    Objective(TrainingForward(net), Spy(COUNTS), FixedMixer(plain(x, labels)), fcc)(x, labels, 1, gen(0))
+    objective(TrainingForward(net), MethodParts(Spy(COUNTS), FixedMixer(plain(x, labels)), fcc), x, labels, 1, gen(0))
     expected = net.features(x).double() * tau_float64(labels, 0.5)[:, None]
     torch.testing.assert_close(seen["features"].double(), expected, atol=1e-5, rtol=1e-5)

@@ -17,7 +17,7 @@ import pytest
 from fcc_lt.cli import main as cli
 from fcc_lt.config.load import load_config
 from fcc_lt.engine.signals import TrainingInterrupted
-from fcc_lt.engine.step import OptimizerStep
+from fcc_lt.engine.step import TrainingStep
 from fcc_lt.engine.trainer import Trainer
 from fcc_lt.evaluation.run_loader import load_run_config
 from fcc_lt.models.checkpoint_file import load_checkpoint
@@ -94,24 +94,24 @@ def test_cli_reports_a_signal_in_one_line_and_exits_128_plus_signum(
     """`fcc train` as the console script runs it (cli.main), with SIGTERM arriving in step 20."""
     reference = inprocess_reference(cifar10_root, tmp_path_factory)
     out = tmp_path / "run"
-    real_step = OptimizerStep.__call__
+    real_step = TrainingStep.__call__
     calls = []
 
-    def step_then_signal(self: OptimizerStep, *args, **kwargs):
+    def step_then_signal(self: TrainingStep, *args, **kwargs):
         result = real_step(self, *args, **kwargs)
         calls.append(1)
         if len(calls) == 20:
             os.kill(os.getpid(), signal.SIGTERM)
         return result
 
-    monkeypatch.setattr(OptimizerStep, "__call__", step_then_signal)
+    monkeypatch.setattr(TrainingStep, "__call__", step_then_signal)
     assert cli.main(["train", *run_overrides(cifar10_root, out, epochs=3)]) == 128 + signal.SIGTERM
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]
     assert last == (f"error: stopped by SIGTERM; checkpoint saved, the run continues at epoch 2, step 5 with: "
                     f"fcc train --resume {out}")
     assert "Traceback" not in err
-    monkeypatch.setattr(OptimizerStep, "__call__", real_step)
+    monkeypatch.setattr(TrainingStep, "__call__", real_step)
     assert cli.main(["train", "--resume", str(out)]) == 0
     assert_same_run(out, reference)
 

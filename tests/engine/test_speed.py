@@ -21,8 +21,8 @@ from fcc_lt.data.datasets import ArrayDataset
 from fcc_lt.data.loader import DeviceEvalLoader
 from fcc_lt.engine import speed
 from fcc_lt.engine.build import build_optimizer
-from fcc_lt.engine.objective import TrainingForward
-from fcc_lt.engine.speed import SpeedForward, SpeedPlan, compile_mode_for, use_channels_last
+from fcc_lt.engine.speed import SpeedPlan, compile_mode_for, compile_training, compiled_call, use_channels_last
+from fcc_lt.engine.step import TrainingForward
 from fcc_lt.engine.trainer import Trainer
 from fcc_lt.evaluation.passes import run_eval
 from fcc_lt.models.network import build_network, model_memory_format
@@ -93,13 +93,13 @@ def test_speed_keys_are_validated() -> None:
 def test_cpu_default_is_channels_last_and_eager(cifar10_root: Path, tmp_path: Path) -> None:
     t = tiny_trainer(cifar10_root, tmp_path / "run")
     assert model_memory_format(t.model) == torch.channels_last
-    assert isinstance(t.forward, SpeedForward) and not t.forward.compiled  # 2 epochs: not worth compiling
+    assert isinstance(t.forward, TrainingForward) and compiled_call(t.forward) is None  # 2 epochs: not worth it
     images, _ = next(iter(t.train_loader.epoch(1)))
     assert images.is_contiguous(memory_format=torch.channels_last)
     plain = tiny_trainer(cifar10_root, tmp_path / "plain", "train.channels_last=false")
     assert model_memory_format(plain.model) == torch.contiguous_format
-    assert isinstance(plain.forward, SpeedForward) and not plain.forward.compiled
-    assert not plain.forward.plan.channels_last and isinstance(plain.forward.module, TrainingForward)
+    assert isinstance(plain.forward, TrainingForward) and compiled_call(plain.forward) is None
+    assert plain.forward.memory_format == torch.contiguous_format
 
 
 def test_the_optimizer_is_fused_where_the_device_has_the_kernel(cifar10_root: Path, tmp_path: Path) -> None:
@@ -191,8 +191,8 @@ def test_compiled_forward_gives_eager_results_and_leaves_no_trace_of_its_probe(m
                                                                               ) -> None:
     monkeypatch.setattr(speed, "compile_backend", "aot_eager")  # the real graph capture, no code generation
     eager, compiled = tiny_forward(), tiny_forward()
-    sf = SpeedForward(compiled, SpeedPlan(channels_last=True, compile_mode="default"))
-    x = torch.randn(8, 3, 32, 32)  # NCHW: brought into NHWC by the wrapper
+    sf = compile_training(compiled, SpeedPlan(channels_last=True, compile_mode="default"))
+    x = torch.randn(8, 3, 32, 32)  # NCHW: brought into NHWC by the training forward
     factors = torch.linspace(1.0, 1.5, 8)
     for _ in range(2):
         (le, fe), (lc, fc) = eager(x.contiguous(memory_format=torch.channels_last), factors), sf(x, factors)
@@ -200,7 +200,7 @@ def test_compiled_forward_gives_eager_results_and_leaves_no_trace_of_its_probe(m
         torch.testing.assert_close(fc, fe, rtol=1e-5, atol=1e-5)
         le.square().mean().backward()
         lc.square().mean().backward()
-    assert sf.compiled and sf.compile_seconds is not None
+    assert sf.compiled.active and sf.compiled.seconds is not None
     # the probe's extra forward (BatchNorm statistics) was undone, and it stored no gradient
     for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
@@ -212,10 +212,10 @@ def test_manifold_mixing_steps_run_eagerly(monkeypatch: pytest.MonkeyPatch) -> N
     from fcc_lt.methods.mixers import FeatureMix
 
     monkeypatch.setattr(speed, "compile_backend", "aot_eager")
-    sf = SpeedForward(tiny_forward(), SpeedPlan(channels_last=True, compile_mode="default"))
+    sf = compile_training(tiny_forward(), SpeedPlan(channels_last=True, compile_mode="default"))
     mix = FeatureMix("stage1", torch.tensor(0.3), torch.randperm(4))
     sf(torch.randn(4, 3, 32, 32), torch.ones(4), mix)
-    assert sf.compile_seconds is None  # nothing was compiled for it
+    assert sf.compiled.seconds is None  # nothing was compiled for it
 
 
 def counted_trainer(root: Path, out: Path, counter: object, monkeypatch: pytest.MonkeyPatch, *extra: str) -> Trainer:
@@ -259,7 +259,7 @@ def test_a_failed_compilation_warns_once_and_trains_eagerly_from_the_same_state(
         failing.fit()
     fallbacks = [w for w in caught if issubclass(w.category, speed.CompileFallbackWarning)]
     assert len(fallbacks) == 1 and "no working C++ compiler (test)" in str(fallbacks[0].message)
-    assert failing.forward.failed and not failing.forward.compiled
+    assert compiled_call(failing.forward).failed and not compiled_call(failing.forward).active
     eager = tiny_trainer(cifar10_root, tmp_path / "e", "fcc.enabled=true")
     eager.fit()
     a, b = weights(eager), weights(failing)
@@ -305,7 +305,7 @@ def test_inductor_compiles_the_tiny_trainer_once_and_a_second_build_loads_it_fro
     graphs: list[int] = []
     compiled.step_callback = lambda t, e, s: graphs.append(counters["stats"]["unique_graphs"]) if s == 0 else None
     compiled.fit()
-    assert compiled.forward.compiled and graphs == [1, 2, 2]  # training, then evaluation (CPU)
+    assert compiled_call(compiled.forward).active and graphs == [1, 2, 2]  # training, then evaluation (CPU)
     assert counters["inductor"]["fxgraph_cache_miss"] == 3  # forward, backward, evaluation: each once
     # a second run (another process in a sweep) finds both graphs in the cache
     torch._dynamo.reset()
@@ -316,13 +316,15 @@ def test_inductor_compiles_the_tiny_trainer_once_and_a_second_build_loads_it_fro
     assert counters["inductor"]["fxgraph_cache_hit"] == 3 and not counters["inductor"]["fxgraph_cache_miss"]
 
 
-def test_speed_forward_holds_the_network_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_compiled_training_forward_holds_the_network_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(speed, "compile_backend", "aot_eager")
     forward = tiny_forward()
-    sf = SpeedForward(forward, SpeedPlan(channels_last=True, compile_mode="default"))
-    assert [n for n, _ in sf.named_modules() if n.count(".") == 0 and n] == ["module"]
-    assert sum(1 for _ in sf.parameters()) == sum(1 for _ in forward.parameters())
-    assert isinstance(sf.module, nn.Module) and sf.state_dict().keys() == {f"module.{k}" for k in forward.state_dict()}
+    network = forward.network
+    sf = compile_training(forward, SpeedPlan(channels_last=True, compile_mode="default"))
+    assert sf is forward and not isinstance(sf.compiled, nn.Module)  # no module layer around it
+    assert [n for n, _ in sf.named_modules() if n.count(".") == 0 and n] == ["network"]
+    assert sum(1 for _ in sf.parameters()) == sum(1 for _ in network.parameters())
+    assert sf.state_dict().keys() == {f"network.{k}" for k in network.state_dict()}
 
 
 def test_no_cpp_compiler_means_eager(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -332,11 +334,11 @@ def test_no_cpp_compiler_means_eager(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     monkeypatch.setattr(speed, "_warned", False)
     torch._dynamo.reset()
     eager, compiled = tiny_forward(), tiny_forward()
-    sf = SpeedForward(compiled, SpeedPlan(channels_last=True, compile_mode="default"))
+    sf = compile_training(compiled, SpeedPlan(channels_last=True, compile_mode="default"))
     x, factors = torch.randn(4, 3, 32, 32), torch.ones(4)
     with pytest.warns(speed.CompileFallbackWarning, match="C\\+\\+ compiler"):
         logits, _ = sf(x, factors)
-    assert sf.failed
+    assert sf.compiled.failed
     torch.testing.assert_close(logits, eager(x.contiguous(memory_format=torch.channels_last), factors)[0],
                                rtol=0, atol=0)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fcc_lt.config.load import load_config
-from fcc_lt.engine.objective import TrainingForward
+from fcc_lt.engine.step import TrainingForward
 from fcc_lt.methods.fcc import FeatureClusterCompression, build_compression, class_ranks, compress, scaling_factors
 from fcc_lt.models.network import build_network
 

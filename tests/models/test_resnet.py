@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from fcc_lt.config.load import load_config
-from fcc_lt.engine.objective import TrainingForward
+from fcc_lt.engine.step import TrainingForward
 from fcc_lt.methods.fcc import build_compression
 from fcc_lt.models.network import build_network
 from fcc_lt.models.resnet import BasicBlock, Bottleneck, ResNet

@@ -9,7 +9,6 @@ mixer and FCC take the protocol's training counts; the sampler draws over every 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -17,11 +16,9 @@ from torch import nn
 from fcc_lt.config.schema import Config
 from fcc_lt.data.class_stats import ClassStats
 from fcc_lt.data.datasets import DataSplits
-from fcc_lt.engine.objective import Objective, TrainingForward
-from fcc_lt.engine.speed import SpeedForward, fused_optimizer, plan_of, plan_speed, remember_plan
-from fcc_lt.methods.fcc import FeatureClusterCompression, build_compression
-from fcc_lt.methods.losses import Loss
-from fcc_lt.methods.mixers import Mixer
+from fcc_lt.engine.speed import compile_training, fused_optimizer, plan_of, plan_speed, remember_plan
+from fcc_lt.engine.step import MethodParts, TrainingForward
+from fcc_lt.methods.fcc import build_compression
 from fcc_lt.methods.samplers import Sampler
 from fcc_lt.methods.two_stage import freeze, init_from
 from fcc_lt.models.network import Network, build_network
@@ -67,14 +64,14 @@ def build_training_network(cfg: Config, num_classes: int, ctx: DistContext, *, r
 
 
 def wrap_for_training(network: nn.Module, ctx: DistContext) -> nn.Module:
-    """The module a step calls: TrainingForward around the network, in the memory format and compiled as
-    planned when the network was built (fcc_lt.engine.speed), inside DDP when distributed.
+    """The module a step calls: TrainingForward around the network, compiled as planned when the network
+    was built (fcc_lt.engine.speed.compile_training), inside DDP when distributed.
 
-    Batches reach the network in its memory format whatever the loader made. Under DDP the compiled module
-    sits inside DDP (DDP(compiled)), so the trainer's module stays the DDP object (its no_sync and comm
-    hooks); gradients are then all-reduced after the compiled backward.
+    Batches reach the network in its memory format whatever the loader made. Under DDP the compiled call
+    runs inside DDP's forward, so the trainer's module stays the DDP object (its no_sync and comm hooks);
+    gradients are then all-reduced after the compiled backward.
     """
-    forward = SpeedForward(TrainingForward(network), plan_of(network))
+    forward = compile_training(TrainingForward(network), plan_of(network))
     if ctx.distributed:
         ids = [ctx.device] if ctx.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(forward, device_ids=ids)
@@ -92,14 +89,6 @@ def build_optimizer(cfg: Config, network: nn.Module) -> torch.optim.Optimizer:
                                nesterov=t.nesterov and t.momentum > 0)
     opt_cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
     return fused_optimizer(opt_cls, params, lr=t.lr, weight_decay=t.weight_decay)
-
-
-@dataclass
-class MethodParts:
-    criterion: Loss
-    mixer: Mixer
-    compression: FeatureClusterCompression | None
-    teacher: nn.Module | None
 
 
 def build_method(cfg: Config, stats: ClassStats, device: torch.device) -> MethodParts:
@@ -120,6 +109,3 @@ def build_method(cfg: Config, stats: ClassStats, device: torch.device) -> Method
                           "to a finished run directory or checkpoint")
     return MethodParts(criterion, mixer, compression, teacher)
 
-
-def build_objective(forward: nn.Module, parts: MethodParts) -> Objective:
-    return Objective(forward, parts.criterion, parts.mixer, parts.compression, parts.teacher)

@@ -12,21 +12,29 @@ wrong epochs.
 leaves ``last.pt`` claiming a best that ``best.pt`` does not hold yet; that state is recognised and
 repaired (``repair_best``) before resuming or evaluating: since the claim can only be unfulfilled for
 the epoch ``last.pt`` itself holds, copying ``last.pt`` to ``best.pt`` is the repair.
+
+``RunCheckpoints`` is what the trainer uses: the state it writes, the epoch's checkpoints, restoring
+with every field checked, and the failure messages, which name the checkpoint that is kept.
 """
 
 from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from fcc_lt.models.checkpoint_file import load_checkpoint
-from fcc_lt.util.errors import CheckpointError
+from fcc_lt import __version__
+from fcc_lt.config.schema import Config
+from fcc_lt.data.class_stats import ClassStats
+from fcc_lt.models.checkpoint_file import load_checkpoint, load_model_state, save_checkpoint
+from fcc_lt.util.distributed import DistContext, barrier
+from fcc_lt.util.errors import CheckpointError, ConfigError, TrainingError
 from fcc_lt.util.files import atomic_write_bytes
 
 
@@ -134,3 +142,140 @@ def repair_best(checkpoints: Path) -> bool:
     with open(last, "rb") as src:
         atomic_write_bytes(best, lambda f: shutil.copyfileobj(src, f))
     return True
+
+
+def checkpoint_bytes(cfg: Config, model: nn.Module) -> int:
+    """About how large a training checkpoint of ``model`` is: its weights and buffers, plus the optimizer's
+    state per trained parameter (momentum, or Adam's two moments)."""
+    t = cfg.train
+    slots = 2 if t.optimizer in ("adam", "adamw") else int(t.momentum > 0)
+    weights = sum(v.numel() * v.element_size() for v in model.state_dict().values())
+    trained = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return weights + slots * trained
+
+
+class RunCheckpoints:
+    """The checkpoints of one run directory (``RUN/checkpoints``), written by rank 0 only."""
+
+    def __init__(self, run_dir: Path, ctx: DistContext) -> None:
+        self.run_dir = Path(run_dir)
+        self.folder = self.run_dir / "checkpoints"
+        self.ctx = ctx
+
+    @property
+    def last(self) -> Path:
+        return self.folder / "last.pt"
+
+    # ------------------------------------------------------------------------------------ writing
+
+    @staticmethod
+    def state(*, cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer,
+              scaler: torch.amp.GradScaler | None, loop: LoopState, stats: ClassStats, class_names: list[str],
+              world_size: int) -> dict[str, Any]:
+        """What a training checkpoint holds (see the module doc)."""
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            **loop.to_dict(),
+            "config": cfg.to_dict(),
+            "class_stats": stats.to_dict(),
+            "class_counts": list(stats.train_counts),
+            "class_names": list(class_names),
+            "world_size": world_size,
+            "fcc_version": __version__,
+        }
+
+    def checked(self, state: dict[str, Any]) -> dict[str, Any]:
+        """``state``, refused when any model or optimizer tensor is no longer finite."""
+        bad = nonfinite_tensors(state["model"], state["optimizer"])
+        if bad:
+            raise TrainingError(self.diverged_message(bad))
+        return state
+
+    def save(self, state: dict[str, Any], name: str = "last") -> Path:
+        """Write ``checkpoints/<name>.pt`` (rank 0), never replacing a good checkpoint by a diverged one."""
+        path = self.folder / f"{name}.pt"
+        if self.ctx.is_main:
+            save_checkpoint(self.checked(state), path)
+        return path
+
+    def save_epoch(self, checked_state: dict[str, Any], *, improved: bool) -> None:
+        """An epoch's checkpoints (rank 0): last.pt, then, when the epoch improved, its copy as best.pt. A
+        kill between the two is repaired on resume (``repair_best``)."""
+        if not self.ctx.is_main:
+            return
+        save_checkpoint(checked_state, self.last)
+        if improved:
+            with open(self.last, "rb") as src:
+                atomic_write_bytes(self.folder / "best.pt", lambda f: shutil.copyfileobj(src, f))
+
+    # ---------------------------------------------------------------------------------- restoring
+
+    def restore(self, *, cfg: Config, stats: ClassStats, steps_per_epoch: Callable[[int], int], model: nn.Module,
+                optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> LoopState:
+        """Put last.pt's weights, optimizer and scaler state into the run's parts and return its loop state,
+        every field checked against the run first."""
+        path = self.last
+        if self.ctx.is_main:
+            repair_best(self.folder)
+        barrier(self.ctx)
+        state = load_checkpoint(path, map_location=self.ctx.device)
+        done = state.get("next_epoch")
+        epochs = cfg.train.epochs
+        if isinstance(done, int) and not isinstance(done, bool) and epochs + 1 < done <= 10**9:
+            raise ConfigError(f"train.epochs={epochs}: the run in {self.run_dir} has already trained {done - 1} "
+                              "epochs; resume with train.epochs of at least that many")
+        loop = loop_state_from(state, path, epochs=epochs, steps_per_epoch=steps_per_epoch)
+        saved_stats = state.get("class_stats") or {}
+        if saved_stats and saved_stats != stats.to_dict():
+            raise CheckpointError(f"{path}: saved for a training set with other class counts; "
+                                  "data.* settings differ from the run being resumed")
+        load_model_state(model, state["model"], str(path))
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{path}: optimizer state does not fit ({err})") from None
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        return loop
+
+    def load_best(self, model: nn.Module) -> int:
+        """best.pt's weights into ``model`` (after repairing the pair); returns the epoch it holds."""
+        path = self.folder / "best.pt"
+        if self.ctx.is_main:
+            repair_best(self.folder)
+        barrier(self.ctx)
+        if not path.exists():
+            raise CheckpointError(f"eval.checkpoint: best, but {path} does not exist (best.pt is "
+                                  "only kept when a validation split exists: set data.val_per_class)")
+        state = load_checkpoint(path, map_location=self.ctx.device)
+        load_model_state(model, state["model"], str(path))
+        return int(state["next_epoch"]) - 1
+
+    # ----------------------------------------------------------------------------------- messages
+
+    def kept(self) -> str:
+        """Which checkpoint a failed run keeps, for its error message."""
+        last = self.last
+        if not last.exists():
+            return "no checkpoint had been written yet, so there is nothing to resume"
+        try:
+            state = load_checkpoint(last)
+        except CheckpointError:
+            return f"{last} is kept"
+        done, step = int(state.get("next_epoch", 1)) - 1, state.get("next_step") or 0
+        at = f"after epoch {done}" if not step else f"at epoch {done + 1}, step {step}"
+        return f"the last good checkpoint {last} (saved {at}; every tensor finite) is kept"
+
+    def diverged_message(self, bad: list[str]) -> str:
+        shown = ", ".join(bad[:4]) + (" ..." if len(bad) > 4 else "")
+        return (f"training diverged: non-finite values in {len(bad)} tensors of the model or optimizer ({shown}) "
+                f"although the loss stayed finite; {self.kept()}. Lower train.lr (or check the data) and resume.")
+
+    def nonfinite_message(self, epoch: int, step: int, steps: int, skipped: int | None = None) -> str:
+        """A non-finite loss at ``step`` (0-based) of ``epoch``; ``skipped``: after skipping that many."""
+        extra = (f" after skipping {skipped} such steps (train.max_nonfinite_steps)" if skipped is not None else "")
+        return (f"non-finite loss at epoch {epoch}, step {step + 1} of {steps}{extra}; training stopped and "
+                f"{self.kept()}. Lower train.lr, check the data, or allow skipping with "
+                "train.max_nonfinite_steps.")

@@ -4,7 +4,8 @@ by every run), and the optimizer implementation. The measurements behind each ar
 - ``train.channels_last: auto`` stores weights and batches in NHWC where that pays: on the CPU (oneDNN
   convolutions: the full ResNet-32 step 1.25x faster here) and on CUDA under bf16/fp16 autocast
   (tensor-core convolutions want NHWC); fp32 on CUDA stays NCHW.
-- ``train.compile: auto`` compiles the training forward (network, FCC scaling, head) of runs long enough
+- ``train.compile: auto`` compiles the training forward (network, FCC scaling, head; ``compile_training``
+  attaches the compiled call to the module, no extra layer) of runs long enough
   to earn the compile time back, and on the CPU also the evaluation forward: compiling took 89 s (and
   20 s for evaluation) with an empty cache here, 6.7 s (1.5 s) from the cache, for a 1.20x faster full
   step and 1.32x faster evaluation. The rule knows the epochs, not the dataset, so it is cautious: at
@@ -40,7 +41,7 @@ from torch import Tensor, nn
 
 from fcc_lt.config.schema import Config, TrainConfig
 from fcc_lt.evaluation.passes import EVAL_FORWARD_ATTR
-from fcc_lt.models.network import model_memory_format
+from fcc_lt.models.network import model_memory_format, unwrap_ddp
 
 log = logging.getLogger("fcc")
 
@@ -223,48 +224,42 @@ def eval_forward(model: nn.Module) -> Callable[[Tensor], Tensor]:
     return model.__dict__[EVAL_FORWARD_ATTR]
 
 
-class SpeedForward(nn.Module):
-    """The training forward (``fcc_lt.engine.objective.TrainingForward``) in the planned memory format, compiled
-    when the plan says so.
+class CompiledForward:
+    """``torch.compile`` of a training forward's eager call (``TrainingForward.eager``), as the module calls it:
+    ``compiled(images, factors)``. Not an ``nn.Module``: the module keeps its one tree and state dict.
 
-    Batches are brought into the model's memory format (a no-op when the loader made them so). The
-    compiled path takes ``(images, factors)``; a manifold-mixing step (``feature_mix``, whose per-step
-    object would change the graph) runs the same module eagerly. The first compiled call also runs the
-    backward of a zero loss through ``torch.autograd.grad`` (no gradient is stored), so that a backward
-    that fails to compile is caught here too; the buffers it touched (BatchNorm statistics) are restored
-    before the real call. Any compile failure, then or later (a new shape), switches to eager for good.
+    The first call also runs the backward of a zero loss through ``torch.autograd.grad`` (no gradient is
+    stored), so that a backward that fails to compile is caught here too; the buffers it touched
+    (BatchNorm statistics) are restored before the real call. Any compile failure, then or later (a new
+    shape), switches to the eager call for good.
     """
 
-    def __init__(self, forward: nn.Module, plan: SpeedPlan) -> None:
-        super().__init__()
-        self.module = forward
-        self.plan = plan
-        self.compile_seconds: float | None = None  # the first compiled forward + backward, when compiled
+    def __init__(self, eager: Callable[..., tuple[Tensor, Tensor]], module: nn.Module, mode: str) -> None:
+        shared_cache_dir()
+        self.eager = eager
+        self.module = module  # whose buffers the probe restores and whose parameters it differentiates
+        self.mode = mode
+        self.seconds: float | None = None  # the first compiled forward + backward
         self.failed = False
-        self._compiled: Callable[..., Any] | None = None
-        if plan.compile_mode is not None:
-            shared_cache_dir()
-            mode = None if plan.compile_mode == "default" else plan.compile_mode
-            # kept out of the module tree: the compiled wrapper holds the same parameters again
-            self.__dict__["_compiled"] = torch.compile(forward, mode=mode, dynamic=False, backend=compile_backend)
+        self._compiled = torch.compile(eager, mode=None if mode == "default" else mode, dynamic=False,
+                                       backend=compile_backend)
 
     @property
-    def compiled(self) -> bool:
-        return self._compiled is not None and not self.failed
+    def active(self) -> bool:
+        """Whether calls run compiled (False after a failed compilation)."""
+        return not self.failed
 
-    def forward(self, images: Tensor, factors: Tensor | None = None,
-                feature_mix: Any = None) -> tuple[Tensor, Tensor]:
-        images = images.contiguous(memory_format=self.plan.memory_format)
-        if feature_mix is not None or not self.compiled:
-            return self.module(images, factors, feature_mix)
-        if self.compile_seconds is None:
+    def __call__(self, images: Tensor, factors: Tensor | None) -> tuple[Tensor, Tensor]:
+        if self.failed:
+            return self.eager(images, factors)
+        if self.seconds is None:
             return self._first_call(images, factors)
         try:
-            return self._compiled(images, factors)  # type: ignore[misc]
+            return self._compiled(images, factors)
         except torch._dynamo.exc.TorchDynamoException as err:  # a recompilation (new shape) failed
             self.failed = True
             _warn_fallback(err)
-            return self.module(images, factors)
+            return self.eager(images, factors)
 
     def _first_call(self, images: Tensor, factors: Tensor | None) -> tuple[Tensor, Tensor]:
         saved = [b.detach().clone() for b in self.module.buffers()]
@@ -278,16 +273,16 @@ class SpeedForward(nn.Module):
             with torch.no_grad():
                 for buffer, value in zip(self.module.buffers(), saved):
                     buffer.copy_(value)
-        self.compile_seconds = time.perf_counter() - t0
+        self.seconds = time.perf_counter() - t0
         if self.failed:
-            return self.module(images, factors)
+            return self.eager(images, factors)
         log.info("compiled the training forward and backward (mode %s) in %.1f s; compile cache %s",
-                 self.plan.compile_mode, self.compile_seconds, os.environ.get(CACHE_ENV))
-        return self._compiled(images, factors)  # type: ignore[misc]
+                 self.mode, self.seconds, os.environ.get(CACHE_ENV))
+        return self._compiled(images, factors)
 
     def _probe(self, images: Tensor, factors: Tensor | None) -> None:
         """Compile forward and backward on this batch, leaving no gradient behind."""
-        outputs = self._compiled(images, factors)  # type: ignore[misc]
+        outputs = self._compiled(images, factors)
         params = [p for p in self.module.parameters() if p.requires_grad]
         if not torch.is_grad_enabled() or not params:
             return
@@ -295,6 +290,20 @@ class SpeedForward(nn.Module):
         if tensors:
             torch.autograd.grad(tensors, params, grad_outputs=[torch.zeros_like(t) for t in tensors],
                                 allow_unused=True)
+
+
+def compile_training(forward: nn.Module, plan: SpeedPlan) -> nn.Module:
+    """Apply ``plan``'s compile choice to a training forward (``fcc_lt.engine.step.TrainingForward``): attach
+    its compiled call when the plan compiles, else leave it eager. Returns the same module."""
+    if plan.compile_mode is not None:
+        forward.compiled = CompiledForward(forward.eager, forward, plan.compile_mode)
+    return forward
+
+
+def compiled_call(module: nn.Module) -> CompiledForward | None:
+    """The compiled call of a training forward (inside DDP or not), or None when it runs eagerly."""
+    compiled = getattr(unwrap_ddp(module), "compiled", None)
+    return compiled if isinstance(compiled, CompiledForward) else None
 
 
 def fused_kernels_for(params: list[Tensor]) -> bool:

@@ -1,51 +1,38 @@
 """The one trainer: the epoch loop, and the bookkeeping around it.
 
 It knows no particular method. The parts are built from the config (``engine.build``: network,
-optimizer, loss, mixer, FCC, teacher), a step is ``engine.step.OptimizerStep`` around
-``engine.objective.Objective``, the run directory is ``engine.run_dir``, checkpoints are
-``engine.checkpoint``, signals ``engine.signals``, epoch records ``engine.metrics_log``, the final
-evaluation ``evaluation.evaluate``. Every random stream derives from the run seed and the (epoch, step)
-it is used in, so a stopped and resumed run ends with exactly the weights of one that ran straight
-through.
+optimizer, loss, mixer, FCC, teacher), a step is ``engine.step.TrainingStep``, the run directory is
+``engine.run_dir``, checkpoints ``engine.checkpoint``, an epoch's tallies and progress ``engine.meter``,
+signals ``engine.signals``, epoch records ``engine.metrics_log``, the final evaluation
+``evaluation.evaluate``. Every random stream derives from the run seed and the (epoch, step) it is used
+in, so a stopped and resumed run ends with exactly the weights of one that ran straight through.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
-from fcc_lt import __version__
 from fcc_lt.config.schema import Config
 from fcc_lt.data.build import build_eval_loader, build_splits, build_train_loader
-from fcc_lt.engine.build import (
-    build_method,
-    build_objective,
-    build_optimizer,
-    build_sampler,
-    build_training_network,
-    wrap_for_training,
-)
-from fcc_lt.engine.checkpoint import LoopState, loop_state_from, nonfinite_tensors, repair_best
-from fcc_lt.engine.lagged import LaggedRead
+from fcc_lt.engine.build import build_method, build_optimizer, build_sampler, build_training_network, wrap_for_training
+from fcc_lt.engine.checkpoint import LoopState, RunCheckpoints, checkpoint_bytes
 from fcc_lt.engine.lr_schedule import learning_rate
+from fcc_lt.engine.meter import EpochMeter
 from fcc_lt.engine.metrics_log import MetricsLog
 from fcc_lt.engine.run_dir import check_free_space, prepare_run_dir, record_resume_changes, write_config
 from fcc_lt.engine.signals import StopSignals, TrainingInterrupted
-from fcc_lt.engine.step import OptimizerStep
+from fcc_lt.engine.step import TrainingStep
 from fcc_lt.evaluation.evaluate import evaluate_to_files
 from fcc_lt.evaluation.passes import run_eval
-from fcc_lt.models.checkpoint_file import load_checkpoint, load_model_state, save_checkpoint
-from fcc_lt.util.distributed import DistContext, all_reduce_sum, barrier, broadcast_buffers, in_turns, setup
-from fcc_lt.util.errors import CheckpointError, ConfigError, TrainingError
-from fcc_lt.util.files import atomic_write_bytes
+from fcc_lt.util.distributed import DistContext, barrier, broadcast_buffers, in_turns, setup
+from fcc_lt.util.errors import ConfigError, TrainingError
 from fcc_lt.util.precision import autocast_dtype, grad_scaler
 from fcc_lt.util.run_lock import unlock_run_dir
 
@@ -115,9 +102,8 @@ class Trainer:
         self.model, self.frozen_modules = build_training_network(cfg, self.stats.num_classes, self.ctx,
                                                                  resuming=resume)
         self.forward = wrap_for_training(self.model, self.ctx)
-        parts = build_method(cfg, self.stats, self.device)
-        self.criterion, self.mixer, self.teacher = parts.criterion, parts.mixer, parts.teacher
-        self.objective = build_objective(self.forward, parts)
+        self.parts = build_method(cfg, self.stats, self.device)
+        self.criterion, self.mixer, self.teacher = self.parts.criterion, self.parts.mixer, self.parts.teacher
         self.sampler = build_sampler(cfg, self.splits)
         self.train_loader = build_train_loader(cfg, self.splits, self.sampler, self.ctx)
         self.mixer.bind(model=self.model, loader=self.train_loader, teacher=self.teacher)
@@ -127,19 +113,21 @@ class Trainer:
         self.optimizer = build_optimizer(cfg, self.model)
         self.amp_dtype = autocast_dtype(t.amp, self.device)
         self.scaler = grad_scaler(self.device, self.amp_dtype)
-        self.step = OptimizerStep(cfg, self.ctx, self.forward, self.model, self.objective, self.optimizer,
-                                  self.scaler, self.amp_dtype)
+        self.step = TrainingStep(cfg, self.ctx, self.forward, self.model, self.parts, self.optimizer, self.scaler,
+                                 self.amp_dtype)
         if self.ctx.is_main:
-            check_free_space(self.run_dir, self._checkpoint_bytes())
+            check_free_space(self.run_dir, checkpoint_bytes(cfg, self.model))
 
         self.loop = LoopState()
+        self.checkpoints = RunCheckpoints(self.run_dir, self.ctx)
         self.signals = StopSignals(self.ctx)
         self.step_callback: Callable[[Trainer, int, int], None] | None = None
         self.metrics = MetricsLog(self.run_dir, cfg, is_main=self.ctx.is_main, resuming=resume)
         if resume:
-            last = self.run_dir / "checkpoints" / "last.pt"
-            if last.exists():
-                self._restore(last)
+            if self.checkpoints.last.exists():
+                self.loop = self.checkpoints.restore(cfg=cfg, stats=self.stats, steps_per_epoch=self.steps_per_epoch,
+                                                     model=self.model, optimizer=self.optimizer, scaler=self.scaler)
+                self.metrics.truncate(self.loop.next_epoch)
             else:  # stopped before its first checkpoint: nothing was finished yet
                 if self.ctx.is_main:
                     log.info("%s has no checkpoint yet (stopped during its first epoch); starting at epoch 1",
@@ -164,86 +152,16 @@ class Trainer:
                               "data.val_per_class > 0 (CIFAR) or data.val_json (image datasets), or use "
                               "eval.checkpoint=last / eval.split=test")
 
-    def _checkpoint_bytes(self) -> int:
-        t = self.cfg.train
-        slots = 2 if t.optimizer in ("adam", "adamw") else int(t.momentum > 0)  # optimizer state per parameter
-        weights = sum(v.numel() * v.element_size() for v in self.model.state_dict().values())
-        trained = sum(p.numel() * p.element_size() for p in self.model.parameters() if p.requires_grad)
-        return weights + slots * trained
-
     # ------------------------------------------------------------------------------ checkpointing
 
     def _state(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            **self.loop.to_dict(),
-            "config": self.cfg.to_dict(),
-            "class_stats": self.stats.to_dict(),
-            "class_counts": list(self.stats.train_counts),
-            "class_names": list(self.splits.class_names),
-            "world_size": self.ctx.world_size,
-            "fcc_version": __version__,
-        }
-
-    def _checked_state(self) -> dict[str, Any]:
-        """The checkpoint state, refused when any model or optimizer tensor is no longer finite."""
-        state = self._state()
-        bad = nonfinite_tensors(state["model"], state["optimizer"])
-        if bad:
-            raise TrainingError(self._diverged_message(bad))
-        return state
+        return self.checkpoints.state(cfg=self.cfg, model=self.model, optimizer=self.optimizer, scaler=self.scaler,
+                                      loop=self.loop, stats=self.stats, class_names=list(self.splits.class_names),
+                                      world_size=self.ctx.world_size)
 
     def save(self, name: str = "last") -> Path:
         """Write ``checkpoints/<name>.pt`` (rank 0), never replacing a good checkpoint by a diverged one."""
-        path = self.run_dir / "checkpoints" / f"{name}.pt"
-        if self.ctx.is_main:
-            save_checkpoint(self._checked_state(), path)
-        return path
-
-    def _diverged_message(self, bad: list[str]) -> str:
-        kept = self._kept_checkpoint()
-        shown = ", ".join(bad[:4]) + (" ..." if len(bad) > 4 else "")
-        return (f"training diverged: non-finite values in {len(bad)} tensors of the model or optimizer ({shown}) "
-                f"although the loss stayed finite; {kept}. Lower train.lr (or check the data) and resume.")
-
-    def _kept_checkpoint(self) -> str:
-        last = self.run_dir / "checkpoints" / "last.pt"
-        if not last.exists():
-            return "no checkpoint had been written yet, so there is nothing to resume"
-        try:
-            state = load_checkpoint(last)
-        except CheckpointError:
-            return f"{last} is kept"
-        done, step = int(state.get("next_epoch", 1)) - 1, state.get("next_step") or 0
-        at = f"after epoch {done}" if not step else f"at epoch {done + 1}, step {step}"
-        return f"the last good checkpoint {last} (saved {at}; every tensor finite) is kept"
-
-    def _restore(self, path: Path) -> None:
-        if self.ctx.is_main:
-            repair_best(path.parent)
-        barrier(self.ctx)
-        state = load_checkpoint(path, map_location=self.device)
-        done = state.get("next_epoch")
-        epochs = self.cfg.train.epochs
-        if isinstance(done, int) and not isinstance(done, bool) and epochs + 1 < done <= 10**9:
-            raise ConfigError(f"train.epochs={epochs}: the run in {self.run_dir} has already trained {done - 1} "
-                              "epochs; resume with train.epochs of at least that many")
-        loop = loop_state_from(state, path, epochs=self.cfg.train.epochs, steps_per_epoch=self.steps_per_epoch)
-        saved_stats = state.get("class_stats") or {}
-        if saved_stats and saved_stats != self.stats.to_dict():
-            raise CheckpointError(f"{path}: saved for a training set with other class counts; "
-                                  "data.* settings differ from the run being resumed")
-        load_model_state(self.model, state["model"], str(path))
-        try:
-            self.optimizer.load_state_dict(state["optimizer"])
-        except (ValueError, KeyError, TypeError) as err:
-            raise CheckpointError(f"{path}: optimizer state does not fit ({err})") from None
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.loop = loop
-        self.metrics.truncate(loop.next_epoch)
+        return self.checkpoints.save(self._state(), name)
 
     # --------------------------------------------------------------------------------------- loop
 
@@ -277,7 +195,7 @@ class Trainer:
     def _set_lr(self, epoch: int) -> float:
         lr = learning_rate(epoch, self.cfg.train)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
+            group["lr"] = lr
         return lr
 
     def _train_mode(self) -> None:
@@ -293,68 +211,37 @@ class Trainer:
         self._train_mode()
         start = loop.next_step if epoch == loop.next_epoch else 0
         steps = self.steps_per_epoch(epoch)
-        sums = torch.zeros(2, dtype=torch.float64, device=self.device)  # this rank's [loss sum, correct]
-        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)  # first non-finite step
-        count, elapsed = 0, 0.0  # samples of this rank (known on the host: no device read for it)
-        if start and loop.partial:
-            if self.ctx.is_main:  # the saved sums are totals over all ranks: count them once
-                sums += torch.tensor(loop.partial["sums"][:2], dtype=torch.float64, device=self.device)
-                count = int(loop.partial["sums"][2])
-            elapsed = loop.partial["elapsed"]
-        bar = tqdm(total=steps, initial=start, desc=f"epoch {epoch}/{t.epochs}", unit="step",
-                   disable=not (t.progress and self.ctx.is_main), leave=False, dynamic_ncols=True)
-        watch = LaggedRead(self.device)  # log-step looks at device values, without waiting for the device
-        t0 = time.perf_counter()
+        meter = self.meter = EpochMeter(self.ctx, epoch, t.epochs, steps, start, loop.partial, show=t.progress, lr=lr)
         batches = self.train_loader.epoch(epoch, start)
         try:
             for step in range(start, steps):
                 images, labels = next(batches)
                 out = self.step(images, labels, epoch, step, self._global_batch(epoch, step, labels))
-                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(out.loss), step, first_bad)
-                self._after_step(epoch, step, steps)
-                n = 0 if self.step.skipped else labels.numel()  # a skipped step's samples count nowhere
-                sums += torch.stack([out.loss.double() * n, out.correct.double()])
-                count += n
-                bar.update(1)
+                if self.step.skipped:
+                    loop.nonfinite_skipped += 1
+                    if loop.nonfinite_skipped > t.max_nonfinite_steps:
+                        raise TrainingError(self.checkpoints.nonfinite_message(epoch, step, steps,
+                                                                               skipped=t.max_nonfinite_steps))
+                meter.add(step, out.loss, out.correct, 0 if self.step.skipped else labels.numel())  # a skipped
+                # step's samples count nowhere
                 if (step + 1) % t.log_every == 0:
-                    self._look(watch, first_bad, sums, count, epoch, steps, bar, lr, t0)
+                    self._stop_if_nonfinite(meter.look(), epoch, steps)
                 if self.step_callback is not None:
                     self.step_callback(self, epoch, step)
                 if step + 1 < steps and self.signals.requested(at_log=(step + 1) % t.log_every == 0):
-                    self._check_finite(first_bad, epoch, steps)
-                    self._interrupt(epoch, step, sums, count, elapsed + time.perf_counter() - t0)
+                    self._stop_if_nonfinite(meter.earliest_bad(), epoch, steps)
+                    self._interrupt(epoch, step, meter)
             if steps == self.train_loader.steps_per_epoch(epoch):
                 next(batches, None)  # let the loader finish its epoch (it reports skipped images there)
         finally:
             batches.close()  # a capped epoch (train.max_steps_per_epoch) stops the loader early
-            bar.close()
-        self._check_finite(first_bad, epoch, steps)
-        record = self._epoch_record(epoch, lr, sums, count, elapsed + time.perf_counter() - t0)
+            meter.close()
+        self._stop_if_nonfinite(meter.earliest_bad(), epoch, steps)
+        record = self._epoch_record(epoch, lr, meter)
         loop.next_epoch, loop.next_step, loop.partial = epoch + 1, 0, None
         self._end_epoch(record, epoch)
         if epoch < t.epochs and self.signals.requested(at_log=True):
             raise self.signals.interrupted(self.run_dir, epoch + 1, 0)
-
-    def _look(self, watch: LaggedRead, first_bad: Tensor, sums: Tensor, count: int, epoch: int, steps: int,
-              bar: Any, lr: float, t0: float) -> None:
-        """Every train.log_every steps: stop early on a non-finite loss, refresh the progress bar.
-
-        One process reads the values lagged (never waiting for the device); under DDP the ranks must stop
-        at the same step, so they agree on the earliest bad step with a collective.
-        """
-        if self.ctx.distributed:
-            self._check_finite(first_bad, epoch, steps)
-            values = None if bar.disable else [*sums.tolist(), int(first_bad)]
-        else:
-            values = watch.poll(torch.cat([sums, first_bad.double().reshape(1)]))
-            if values is not None and values[2] >= 0:
-                self.metrics.flush()
-                raise TrainingError(self._nonfinite_message(epoch, int(values[2]), steps))
-        if values is not None and not bar.disable:
-            rate = count * self.ctx.world_size / max(time.perf_counter() - t0, 1e-9)
-            loss, correct = values[0], values[1]
-            bar.set_postfix(loss=f"{loss / max(count, 1):.4f}", acc=f"{100 * correct / max(count, 1):.2f}",
-                            lr=f"{lr:.4g}", img_s=f"{rate:.0f}")
 
     def _global_batch(self, epoch: int, step: int, labels: Tensor) -> int:
         """The samples of this step's global batch: train.batch_size, or what is left for a last partial one."""
@@ -363,17 +250,16 @@ class Trainer:
             return b
         return min(b, self.sampler.num_samples(epoch) - step * b)
 
-    def _after_step(self, epoch: int, step: int, steps: int) -> None:
-        if self.step.skipped:
-            self.loop.nonfinite_skipped += 1
-            if self.loop.nonfinite_skipped > self.cfg.train.max_nonfinite_steps:
-                raise TrainingError(self._nonfinite_message(epoch, step, steps, skipped=True))
+    def _stop_if_nonfinite(self, bad_step: int | None, epoch: int, steps: int) -> None:
+        if bad_step is not None:
+            self.metrics.flush()
+            raise TrainingError(self.checkpoints.nonfinite_message(epoch, bad_step, steps))
 
-    def _epoch_record(self, epoch: int, lr: float, sums: Tensor, count: int, epoch_time: float) -> dict[str, Any]:
+    def _epoch_record(self, epoch: int, lr: float, meter: EpochMeter) -> dict[str, Any]:
         """The epoch's metrics (summed over ranks) and, on evaluated epochs, each split's top-1."""
         t = self.cfg.train
-        totals = torch.cat([sums, torch.tensor([float(count)], dtype=torch.float64, device=self.device)])
-        loss_sum, correct, total = all_reduce_sum(totals, self.ctx).tolist()
+        loss_sum, correct, total = meter.totals()
+        epoch_time = meter.elapsed()
         record: dict[str, Any] = {"epoch": epoch, "lr": lr,
                                   "train_loss": loss_sum / total if total else None,
                                   "train_acc": 100.0 * correct / total if total else None}
@@ -397,49 +283,23 @@ class Trainer:
 
         A kill between any two writes is harmless: a metrics line without its checkpoint is dropped and
         the epoch redone on resume; a last.pt claiming a best that best.pt does not hold yet is repaired
-        (fcc_lt.engine.checkpoint.repair_best). Weights or statistics that are no longer finite stop the run here,
-        before anything claims the epoch, so the checkpoint kept is the last good one.
+        (fcc_lt.engine.checkpoint.repair_best). Weights or statistics that are no longer finite stop the run
+        here, before anything claims the epoch, so the checkpoint kept is the last good one.
         """
         val = record.get("val_top1")
         improved = val is not None and (self.loop.best["val_top1"] is None or val > self.loop.best["val_top1"])
         if improved:
             self.loop.best = {"val_top1": val, "epoch": epoch}
         if self.ctx.is_main:
-            state = self._checked_state()
+            state = self.checkpoints.checked(self._state())
             self.metrics.log(record)
-            last = self.run_dir / "checkpoints" / "last.pt"
-            save_checkpoint(state, last)
-            if improved:
-                with open(last, "rb") as src:
-                    atomic_write_bytes(last.with_name("best.pt"), lambda f: shutil.copyfileobj(src, f))
+            self.checkpoints.save_epoch(state, improved=improved)
         barrier(self.ctx)
 
-    # ------------------------------------------------------------------------------------ failures
-
-    def _nonfinite_message(self, epoch: int, step: int, steps: int, skipped: bool = False) -> str:
-        extra = (f" after skipping {self.cfg.train.max_nonfinite_steps} such steps "
-                 "(train.max_nonfinite_steps)" if skipped else "")
-        return (f"non-finite loss at epoch {epoch}, step {step + 1} of {steps}{extra}; training stopped and "
-                f"{self._kept_checkpoint()}. Lower train.lr, check the data, or allow skipping with "
-                "train.max_nonfinite_steps.")
-
-    def _check_finite(self, first_bad: Tensor, epoch: int, steps: int) -> None:
-        if self.ctx.distributed:  # every rank stops together, at the earliest bad step of any rank
-            never = torch.iinfo(torch.long).max
-            earliest = torch.where(first_bad >= 0, first_bad, never).reshape(1)
-            torch.distributed.all_reduce(earliest, op=torch.distributed.ReduceOp.MIN)
-            first_bad = torch.where(earliest == never, -1, earliest)
-        bad = int(first_bad)
-        if bad >= 0:
-            self.metrics.flush()
-            raise TrainingError(self._nonfinite_message(epoch, bad, steps))
-
-    def _interrupt(self, epoch: int, step: int, sums: Tensor, count: int, elapsed: float) -> None:
+    def _interrupt(self, epoch: int, step: int, meter: EpochMeter) -> None:
         # totals over all ranks, so that the checkpoint resumes on any number of processes
-        totals = torch.cat([sums, torch.tensor([float(count)], dtype=torch.float64, device=self.device)])
-        total = all_reduce_sum(totals, self.ctx).cpu().tolist()
         self.loop.next_epoch, self.loop.next_step = epoch, step + 1
-        self.loop.partial = {"sums": total, "elapsed": elapsed}
+        self.loop.partial = {"sums": meter.totals(), "elapsed": meter.elapsed()}
         self.save("last")
         barrier(self.ctx)
         raise self.signals.interrupted(self.run_dir, epoch, step + 1)
@@ -453,15 +313,7 @@ class Trainer:
         path = self.run_dir / "checkpoints" / f"{which}.pt"
         epoch = self.loop.next_epoch - 1
         if which == "best":
-            if self.ctx.is_main:
-                repair_best(path.parent)
-            barrier(self.ctx)
-            if not path.exists():
-                raise CheckpointError(f"eval.checkpoint: best, but {path} does not exist (best.pt is "
-                                      "only kept when a validation split exists: set data.val_per_class)")
-            state = load_checkpoint(path, map_location=self.device)
-            load_model_state(self.model, state["model"], str(path))
-            epoch = int(state["next_epoch"]) - 1
+            epoch = self.checkpoints.load_best(self.model)
         info = {"checkpoint": str(path.relative_to(self.run_dir)), "epoch": epoch}
         loader = self.eval_loaders.get(split) or build_eval_loader(self.cfg, self.splits, self.splits.split(split),
                                                                   self.ctx)

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from fcc_lt.data.loader import EvalLoader
 from fcc_lt.evaluation.metrics import ClassificationTally, FeatureTally
-from fcc_lt.models.network import model_memory_format
+from fcc_lt.models.network import model_memory_format, unwrap_ddp
 from fcc_lt.util.distributed import DistContext
 from fcc_lt.util.precision import autocast
 
@@ -35,15 +35,9 @@ def evaluation_forward(model: nn.Module) -> Callable[[Tensor], Tensor]:
     return model.__dict__.get(EVAL_FORWARD_ATTR, model)
 
 
-def _bare(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 @torch.no_grad()
 def run_eval(model: nn.Module, loader: EvalLoader, num_classes: int, ctx: DistContext,
-             amp_dtype: torch.dtype | None = None,
-             transform_logits: Callable[[Tensor], Tensor] | None = None,
-             max_batches: int | None = None) -> ClassificationTally:
+             amp_dtype: torch.dtype | None = None, max_batches: int | None = None) -> ClassificationTally:
     """Tally predictions over this rank's share of the split (its first ``max_batches`` batches in smoke
     runs), then sum across ranks. Batches are brought into the model's memory format (NHWC weights get
     NHWC batches whatever the loader made), run through the compiled evaluation forward where the run's
@@ -59,10 +53,7 @@ def run_eval(model: nn.Module, loader: EvalLoader, num_classes: int, ctx: DistCo
             for images, labels in zip(batch.tensor_split(parts), batch_labels.tensor_split(parts)):
                 with autocast(ctx.device, amp_dtype):
                     logits = forward(images.contiguous(memory_format=fmt))
-                logits = logits.float()
-                if transform_logits is not None:
-                    logits = transform_logits(logits)
-                tally.update(logits, labels)
+                tally.update(logits.float(), labels)
     finally:
         model.train(was_training)
     tally.all_reduce(ctx).check_finite(nonfinite_hint(amp_dtype))
@@ -86,7 +77,7 @@ def run_feature_stats(model: nn.Module, loader: EvalLoader, num_classes: int, ct
     With ``keep`` the features and labels themselves are also returned (on the CPU, every rank's share
     gathered on rank 0), for export.
     """
-    net = _bare(model)
+    net = unwrap_ddp(model)
     was_training = net.training
     net.eval()
     tally: FeatureTally | None = None

@@ -22,7 +22,7 @@ from fcc_lt.evaluation.metrics import ClassificationTally, summarize
 from fcc_lt.evaluation.passes import nonfinite_hint
 from fcc_lt.evaluation.run_loader import load_run, load_run_config, refuse_while_training
 from fcc_lt.models.heads import tau_normalize
-from fcc_lt.models.tau_norm import _unwrap
+from fcc_lt.models.network import unwrap_ddp
 from fcc_lt.util.distributed import DistContext, barrier, setup
 from fcc_lt.util.errors import ConfigError
 from fcc_lt.util.precision import autocast, autocast_dtype
@@ -63,7 +63,7 @@ def parse_taus(text: str) -> list[float]:
 def sweep_tallies(model: nn.Module, loader: EvalLoader, taus: Sequence[float], num_classes: int,
                   ctx: DistContext, amp_dtype: torch.dtype | None = None) -> list[ClassificationTally]:
     """One tally per tau from a single pass: features once per batch, then every normalised head."""
-    network = _unwrap(model)
+    network = unwrap_ddp(model)
     heads = [tau_normalize(network.head, tau) for tau in taus]
     tallies = [ClassificationTally(num_classes, ctx.device) for _ in taus]
     was_training = network.training

@@ -9,8 +9,8 @@ linear head the same training is also cross-entropy with a label-dependent tempe
 tau_y * W f + b). `fcc analyze` measures what a trained run supports (docs/analyses.md).
 
 The scaling is one gather and one multiply per batch; no Python loop and no host-device sync. It acts
-inside the training objective (``fcc_lt.engine.objective``), on the pooled features, in float32; the network
-itself knows nothing of labels or epochs.
+inside the training step (``fcc_lt.engine.step``), on the pooled features, in float32; the network itself
+knows nothing of labels or epochs.
 """
 
 from __future__ import annotations

@@ -99,7 +99,7 @@ class MixedBatch:
     labels_b: Tensor | None = None
     weight_a: Tensor | None = None
     feature_mix: FeatureMix | None = None
-    # per-sample weight of labels_a's FCC factor, None means weight_a (see fcc_lt.engine.objective)
+    # per-sample weight of labels_a's FCC factor, None means weight_a (see fcc_lt.engine.step)
     factor_weight_a: Tensor | None = None
 
 

@@ -3,7 +3,7 @@
 It takes no labels, epochs or mixing state, so it is the same module in training and evaluation,
 ``torch.compile`` compiles it as is, and checkpoints of runs with and without FCC are interchangeable.
 What a training step does around it (FCC's feature scaling, manifold mixing) is the training
-objective's business (``fcc_lt.engine.objective``), which uses ``features`` and ``head`` separately.
+step's business (``fcc_lt.engine.step``), which uses ``features`` and ``head`` separately.
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ def build_network(cfg: Config, num_classes: int) -> Network:
     backbone = BACKBONES.build(m.backbone, m.backbone_params, "model.backbone_params")
     head = HEADS.build(m.head, m.head_params, "model.head_params", backbone.out_channels, num_classes)
     return Network(backbone, head)
+
+
+def unwrap_ddp(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel (the model itself when it is not wrapped)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def model_memory_format(model: nn.Module) -> torch.memory_format:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from fcc_lt.models.heads import tau_normalize
+from fcc_lt.models.network import unwrap_ddp
 
 
 class TauNormalized(nn.Module):
@@ -27,13 +28,9 @@ class TauNormalized(nn.Module):
         return self.head(self.network.features(x))
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def tau_normalized_network(model: nn.Module, tau: float) -> TauNormalized:
     """``model`` (a Network, possibly DDP-wrapped) evaluated with a tau-normalised head."""
-    return TauNormalized(_unwrap(model), tau)
+    return TauNormalized(unwrap_ddp(model), tau)
 
 
 def eval_view(network: nn.Module, tau: float | None) -> nn.Module:
