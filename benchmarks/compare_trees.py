@@ -1,14 +1,15 @@
 """Training throughput of this tree against another revision, side by side: the same `fcc train` command
 in alternating rounds, each tree importing its own sources, so machine drift affects both alike.
 
-    python benchmarks/compare_trees.py [--old 5acf141] [--rounds 3] [--epochs 1] [--data-root data/cifar10-real]
+    python benchmarks/compare_trees.py [--old 5e00318] [--rounds 3] [--epochs 1] [--data-root data/cifar10-real]
         [--threads 2] [-- extra overrides ...]
 
 Each round trains CE+FCC on CIFAR-10-LT IF 100 (ResNet-32, fp32, batch 128) for ``--epochs`` epochs in a
 fresh process per tree and reads the epoch's ``images_per_s`` from its metrics.jsonl (the loop only:
 start-up and the final evaluation are not in it). The old revision is checked out with `git worktree`
-into a temporary folder; the config file is each tree's own. Prints one table (median images/s per tree
-and the ratio this/old); appends nothing anywhere.
+into a temporary folder; the config file is each tree's own, and so is the package: revisions before the
+rename to fcc-lt (5e00318 and older) run `python -m fcc`, later ones `python -m fcc_lt`. Prints one table
+(median images/s per tree and the ratio this/old); appends nothing anywhere.
 """
 
 from __future__ import annotations
@@ -28,10 +29,18 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "cifar10_lt/ce_fcc_if100"
 
 
+def package_of(tree: Path) -> str:
+    """The import package of a checkout: ``fcc_lt`` since the rename, ``fcc`` before it."""
+    for name in ("fcc_lt", "fcc"):
+        if (tree / "src" / name / "__main__.py").is_file():
+            return name
+    raise SystemExit(f"{tree}: neither src/fcc_lt nor src/fcc holds a __main__.py; not an fcc checkout")
+
+
 def run_once(tree: Path, out: Path, data_root: Path, epochs: int, threads: int, extra: list[str]) -> float:
     env = {**os.environ, "PYTHONPATH": str(tree / "src"), "OMP_NUM_THREADS": str(threads),
            "MKL_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, "-m", "fcc_lt", "train", CONFIG, f"data.root={data_root}", f"train.epochs={epochs}",
+    cmd = [sys.executable, "-m", package_of(tree), "train", CONFIG, f"data.root={data_root}", f"train.epochs={epochs}",
            "train.amp=off", "train.progress=false", f"train.eval_every={epochs}", f"out={out}", *extra]
     done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -42,7 +51,8 @@ def run_once(tree: Path, out: Path, data_root: Path, epochs: int, threads: int, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--old", default="5acf141", help="the revision to compare with (default: before the spine)")
+    parser.add_argument("--old", default="5e00318",
+                        help="the revision to compare with (default: the last one before the move to fcc_lt)")
     parser.add_argument("--rounds", type=int_at_least(1), default=3)
     parser.add_argument("--epochs", type=int_at_least(1), default=1)
     parser.add_argument("--threads", type=int_at_least(1), default=2)
