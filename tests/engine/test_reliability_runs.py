@@ -5,6 +5,7 @@ and checkpoint fields validated against the run."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import warnings
 from pathlib import Path
@@ -18,6 +19,7 @@ from fcc_lt.cli.main import main
 from fcc_lt.config.load import load_config
 from fcc_lt.config.recipes import RECIPES
 from fcc_lt.config.schedule import ScheduleWarning
+from fcc_lt.engine.signals import TrainingInterrupted
 from fcc_lt.engine.trainer import Trainer
 from fcc_lt.evaluation.run_loader import load_run_config
 from fcc_lt.models.checkpoint_file import save_checkpoint
@@ -238,6 +240,12 @@ def finished_run(cifar10_root: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 BAD_FIELDS = [
     ({"next_epoch": -5}, "field 'next_epoch' is -5"),
+    ({"next_epoch": "4"}, "field 'next_epoch' is '4'"),  # read by the best.pt repair before it was checked
+    ({"best": ["val_top1", 3]}, "field 'best'"),
+    ({"best": "lots"}, "field 'best'"),
+    ({"optimizer": "junk"}, "field 'optimizer'"),
+    ({"optimizer": {"state": {}, "param_groups": "x"}}, "field 'optimizer'"),
+    ({"scaler": [1, 2]}, "field 'scaler'"),
     ({"next_epoch": 2, "next_step": 10**9}, "field 'next_step' is 1000000000"),
     ({"next_epoch": 2, "next_step": 3, "partial": "lots"}, "field 'partial'"),
     ({"next_epoch": 2, "next_step": "3"}, "field 'next_step' is '3'"),
@@ -247,11 +255,9 @@ BAD_FIELDS = [
 ]
 
 
-@pytest.mark.parametrize(("change", "message"), BAD_FIELDS, ids=[m.split("'")[1] for _, m in BAD_FIELDS])
+@pytest.mark.parametrize(("change", "message"), BAD_FIELDS, ids=[repr(c)[:40] for c, _ in BAD_FIELDS])
 def test_checkpoint_fields_are_checked_against_the_run(change: dict, message: str, finished_run: Path,
                                                        tmp_path: Path) -> None:
-    import shutil
-
     run_dir = tmp_path / "run"
     shutil.copytree(finished_run, run_dir)
     cfg = load_run_config(run_dir, ["train.epochs=4"])
@@ -261,3 +267,55 @@ def test_checkpoint_fields_are_checked_against_the_run(change: dict, message: st
     save_checkpoint(state, last)
     with pytest.raises(CheckpointError, match=message):
         Trainer(cfg, resume=True)
+    assert main(["train", "--resume", str(run_dir), "train.epochs=4"]) == 2  # and from the command line: one line
+
+
+def test_a_smoke_run_never_replaces_a_real_run(finished_run: Path, cifar10_root: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """`fcc train CONFIG out=FINISHED_RUN --smoke` is refused like any start into a run directory; every file
+    of the finished run is left byte for byte."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    before = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    assert {Path("eval.json"), Path("checkpoints/last.pt"), Path("metrics.jsonl")} <= set(before)
+    assert main(["train", *tiny_run_overrides(cifar10_root, run_dir), "--smoke"]) == 2
+    err = capsys.readouterr().err
+    assert f"{run_dir} already holds a run" in err and "Traceback" not in err
+    assert {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_a_training_set_smaller_than_one_batch_is_refused_before_training(
+        cifar10_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """240 fixture images, batch 256 with drop_last: every epoch would have 0 steps and the run would still
+    'finish' with an eval.json of the untrained model."""
+    out = tmp_path / "run"
+    assert main(["train", *tiny_run_overrides(cifar10_root, out, "train.batch_size=256")]) == 2
+    err = capsys.readouterr().err
+    assert "train.batch_size=256 is larger than the training set of 240 images" in err
+    assert "train.drop_last=false" in err and "Traceback" not in err and not out.exists()
+    # under DDP the message gives each process's share
+    from fcc_lt.engine.trainer import refuse_empty_epochs
+
+    cfg = load_config(None, tiny_run_overrides(cifar10_root, out, "train.batch_size=256"))
+    with pytest.raises(ConfigError, match=r"per process of 2: 120 images, batches of 128"):
+        refuse_empty_epochs(cfg, lambda e: 0, lambda e: 240, 2)
+    refuse_empty_epochs(cfg, lambda e: 1, lambda e: 240, 2)  # one step is enough
+
+
+def test_a_mid_epoch_checkpoint_resumes_only_with_its_batch_size(cifar10_root: Path, tmp_path: Path) -> None:
+    """The loader cuts the rest of a stopped epoch at next_step x batch size: another batch size would skip
+    or repeat images of that epoch, so it is refused there and allowed from an epoch's end."""
+    out = tmp_path / "run"
+    trainer = Trainer(load_config(None, tiny_run_overrides(cifar10_root, out)))
+    trainer.step_callback = lambda t, epoch, step: t.request_stop() if (epoch, step) == (1, 4) else None
+    with pytest.raises(TrainingInterrupted):
+        trainer.fit()
+    with pytest.raises(ConfigError, match=r"train\.batch_size=32: .*last\.pt was saved in the middle of epoch 1 "
+                                          r"\(before its step 6\) with train\.batch_size=16"):
+        Trainer(load_run_config(out, ["train.batch_size=32"]), resume=True)
+    Trainer(load_run_config(out), resume=True).fit()  # the same size finishes the run
+    finished = tmp_path / "finished"
+    shutil.copytree(out, finished)
+    resumed = Trainer(load_run_config(finished, ["train.batch_size=32", "train.epochs=3"]), resume=True)
+    assert resumed.loop.next_epoch == 3  # at an epoch's end the batch size may change
+

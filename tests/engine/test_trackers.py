@@ -81,3 +81,44 @@ def test_a_missing_tracker_package_is_named_before_training(cifar10_root: Path, 
     assert not out.exists()
     with pytest.raises(ConfigError, match=r"train\.tracker_uri: an MLflow tracking URI"):
         load_config(None, ["train.tracker_uri=file:///x"])
+
+
+class FailingTracker:
+    """A tracker that started fine and fails at every call afterwards (its store filled up)."""
+
+    calls: list[str]
+
+    def __init__(self) -> None:
+        self.calls = []
+
+    def _fail(self, what: str) -> None:
+        self.calls.append(what)
+        raise OSError(28, f"No space left on device (tracker {what})")
+
+    def log(self, record: dict) -> None:
+        self._fail("log")
+
+    def final(self, result: dict) -> None:
+        self._fail("final")
+
+    def close(self, status: str) -> None:
+        self._fail("close")
+
+
+def test_a_tracker_failing_after_start_up_is_a_warning_and_the_run_finishes(
+        cifar10_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import fcc_lt.engine.trackers
+    from fcc_lt.cli.main import main
+
+    tracker = FailingTracker()
+    monkeypatch.setattr(fcc_lt.engine.trackers, "build_tracker", lambda run_dir, cfg, resuming: tracker)
+    out = tmp_path / "run"
+    assert main(["train", *tiny_run_overrides(cifar10_root, out, "train.tracker=mlflow")]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    warned = [line for line in err.splitlines() if line.startswith("warning: train.tracker=mlflow failed")]
+    assert len(warned) == 1 and "No space left on device (tracker log)" in warned[0]
+    assert tracker.calls == ["log"]  # dropped after its first failure: the run went on without it
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert json.loads((out / "eval.json").read_text())["epoch"] == 2

@@ -24,6 +24,7 @@ def _split_config_and_overrides(items: list[str]) -> tuple[str | None, list[str]
 
 def cmd_train(args: argparse.Namespace) -> int:
     from fcc_lt.config.load import load_config
+    from fcc_lt.engine.run_dir import holds_smoke_run
     from fcc_lt.engine.trainer import Trainer
     from fcc_lt.evaluation.run_loader import load_run_config
 
@@ -52,7 +53,10 @@ def cmd_train(args: argparse.Namespace) -> int:
               "runs, its numbers mean nothing", file=sys.stderr)
     else:
         cfg = load_config(config_path, overrides)
-    Trainer(cfg, resume=bool(args.resume), overwrite=args.overwrite or args.smoke).fit()
+    # a smoke run replaces only an earlier smoke run (its own throw-away folder); any other run is refused
+    # as every start refuses it, unless --overwrite says so
+    overwrite = args.overwrite or (args.smoke and holds_smoke_run(Path(cfg.out or "runs/default")))
+    Trainer(cfg, resume=bool(args.resume), overwrite=overwrite).fit()
     return 0
 
 
@@ -148,7 +152,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--smoke", action="store_true",
                    help=f"a throw-away check that every part of the config runs: {SMOKE_EPOCHS} epochs (the "
                         f"schedule rescaled onto them) of {SMOKE_STEPS} steps, {SMOKE_BATCHES} evaluation "
-                        "batches, in runs/smoke/<config name>")
+                        "batches, in runs/smoke/<config name> (replacing only an earlier smoke run there)")
     p.set_defaults(func=cmd_train, parser=p)
 
     p = sub.add_parser("config", help="print the resolved config with where each value came from, and check it",

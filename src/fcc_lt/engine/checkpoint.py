@@ -72,6 +72,12 @@ def loop_state_from(state: Mapping[str, Any], path: Path, *, epochs: int, steps_
     for key in ("model", "optimizer", "next_epoch", "next_step"):
         if key not in state:
             raise CheckpointError(f"{path}: not a resumable training checkpoint (no {key!r})")
+    optimizer = state["optimizer"]
+    if not isinstance(optimizer, Mapping) or not isinstance(optimizer.get("state"), Mapping) \
+            or not isinstance(optimizer.get("param_groups"), list):
+        raise bad("optimizer", "an optimizer state dict ({'state': {...}, 'param_groups': [...]})")
+    if state.get("scaler") is not None and not isinstance(state["scaler"], Mapping):
+        raise bad("scaler", "a gradient scaler's state dict or None")
     next_epoch, next_step = state["next_epoch"], state["next_step"]
     if not _is_int(next_epoch) or not 1 <= next_epoch <= epochs + 1:
         raise bad("next_epoch", f"an integer in [1, {epochs + 1}] (train.epochs = {epochs})")
@@ -102,6 +108,26 @@ def loop_state_from(state: Mapping[str, Any], path: Path, *, epochs: int, steps_
     return LoopState(next_epoch, next_step, partial, dict(best), skipped)
 
 
+def check_batch_size(state: Mapping[str, Any], path: Path, batch_size: int) -> None:
+    """A checkpoint saved mid-epoch resumes only with the train.batch_size it was saved with: the loader
+    cuts the rest of the epoch's order at next_step x batch size, so another size would skip or repeat
+    images of that epoch. At an epoch's end the size may change."""
+    next_epoch, next_step = state.get("next_epoch"), state.get("next_step")
+    if not _is_int(next_epoch) or not _is_int(next_step) or next_step <= 0:
+        return  # an epoch's end, or fields loop_state_from refuses
+    config = state.get("config")
+    train = config.get("train") if isinstance(config, Mapping) else None
+    saved = train.get("batch_size") if isinstance(train, Mapping) else None
+    if not _is_int(saved) or saved < 1:
+        raise CheckpointError(f"{path}: saved mid-epoch (step {next_step}) without a readable train.batch_size in "
+                              "its 'config' field; the checkpoint is damaged or was not written by fcc train")
+    if saved != batch_size:
+        raise ConfigError(f"train.batch_size={batch_size}: {path} was saved in the middle of epoch {next_epoch} "
+                          f"(before its step {next_step + 1}) with train.batch_size={saved}; another batch size "
+                          f"would skip or repeat images of that epoch. Resume with train.batch_size={saved} (a "
+                          "later resume from an epoch's end may change it)")
+
+
 def nonfinite_tensors(*states: Mapping[str, Any]) -> list[str]:
     """Names of floating-point tensors that hold NaN or inf, in nested state dicts (model, optimizer).
 
@@ -125,19 +151,31 @@ def nonfinite_tensors(*states: Mapping[str, Any]) -> list[str]:
     return bad
 
 
+def _finished_epoch(state: Mapping[str, Any]) -> int | None:
+    """The epoch a checkpoint was saved at the end of; None mid-epoch or when its fields are malformed."""
+    next_epoch, next_step = state.get("next_epoch"), state.get("next_step", 0)
+    if not _is_int(next_epoch) or not _is_int(next_step) or next_step != 0:
+        return None
+    return next_epoch - 1
+
+
 def repair_best(checkpoints: Path) -> bool:
-    """Make best.pt hold what last.pt says is best (see the module doc); returns whether it copied."""
+    """Make best.pt hold what last.pt says is best (see the module doc); returns whether it copied.
+
+    Fields of the wrong type are no claim (nothing is copied): resuming checks every field and says what
+    is wrong (``loop_state_from``) before this runs."""
     last, best = checkpoints / "last.pt", checkpoints / "best.pt"
     if not last.is_file():
         return False
     state = load_checkpoint(last)
-    claimed = (state.get("best") or {}).get("epoch")
-    finished = state.get("next_epoch", 1) - 1 if not state.get("next_step") else None
-    if claimed is None or claimed != finished:
+    claim = state.get("best")
+    claimed = claim.get("epoch") if isinstance(claim, Mapping) else None
+    finished = _finished_epoch(state)
+    if not _is_int(claimed) or claimed != finished:
         return False  # the claim is about an earlier epoch, whose best.pt write completed before last.pt moved on
     if best.is_file():
         held = load_checkpoint(best)
-        if held.get("next_epoch") == state.get("next_epoch") and not held.get("next_step"):
+        if _finished_epoch(held) == finished:
             return False
     with open(last, "rb") as src:
         atomic_write_bytes(best, lambda f: shutil.copyfileobj(src, f))
@@ -217,16 +255,17 @@ class RunCheckpoints:
         """Put last.pt's weights, optimizer and scaler state into the run's parts and return its loop state,
         every field checked against the run first."""
         path = self.last
-        if self.ctx.is_main:
-            repair_best(self.folder)
-        barrier(self.ctx)
         state = load_checkpoint(path, map_location=self.ctx.device)
         done = state.get("next_epoch")
         epochs = cfg.train.epochs
-        if isinstance(done, int) and not isinstance(done, bool) and epochs + 1 < done <= 10**9:
+        if _is_int(done) and epochs + 1 < done <= 10**9:
             raise ConfigError(f"train.epochs={epochs}: the run in {self.run_dir} has already trained {done - 1} "
                               "epochs; resume with train.epochs of at least that many")
+        check_batch_size(state, path, cfg.train.batch_size)
         loop = loop_state_from(state, path, epochs=epochs, steps_per_epoch=steps_per_epoch)
+        if self.ctx.is_main:  # every field is checked: the best.pt claim can be trusted now
+            repair_best(self.folder)
+        barrier(self.ctx)
         saved_stats = state.get("class_stats") or {}
         if saved_stats and saved_stats != stats.to_dict():
             raise CheckpointError(f"{path}: saved for a training set with other class counts; "
@@ -264,8 +303,10 @@ class RunCheckpoints:
             state = load_checkpoint(last)
         except CheckpointError:
             return f"{last} is kept"
-        done, step = int(state.get("next_epoch", 1)) - 1, state.get("next_step") or 0
-        at = f"after epoch {done}" if not step else f"at epoch {done + 1}, step {step}"
+        next_epoch, step = state.get("next_epoch"), state.get("next_step") or 0
+        if not _is_int(next_epoch) or not _is_int(step):
+            return f"{last} is kept"
+        at = f"after epoch {next_epoch - 1}" if not step else f"at epoch {next_epoch}, step {step}"
         return f"the last good checkpoint {last} (saved {at}; every tensor finite) is kept"
 
     def diverged_message(self, bad: list[str]) -> str:

@@ -2,10 +2,16 @@
 
 One record per epoch (``epoch``, ``lr``, ``train_loss``, ``train_acc``, ``<split>_top1`` on evaluated
 epochs, ``epoch_time``, ``images_per_s``, ...); every sink gets the same numbers.
+
+metrics.jsonl is the run's own record: a failure to write it stops the run (OutputError). Tensorboard and
+the trackers are copies: one that fails after start-up (a full store, a lost connection) is warned
+about once and dropped, and the run, its checkpoints and metrics.jsonl go on.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -55,6 +61,10 @@ class TensorboardSink:
         self.writer.flush()
 
 
+class SinkWarning(UserWarning):
+    """A tensorboard writer or tracker failed during the run and was dropped; the run goes on."""
+
+
 class MetricsLog:
     """The epoch records of one run, written by the main process only."""
 
@@ -70,13 +80,25 @@ class MetricsLog:
 
             self.sinks.append(build_tracker(run_dir, cfg, resuming=resuming))
 
+    def _each_sink(self, call: Callable[[Any], Any], what: str) -> None:
+        """``call(sink)`` for every sink; a sink that raises is warned about and dropped."""
+        for sink in list(self.sinks):
+            try:
+                call(sink)
+            except Exception as err:  # any library's error: the copy is lost, the run is not
+                self.sinks.remove(sink)
+                name = "tensorboard" if isinstance(sink, TensorboardSink) else f"train.tracker={self.cfg.train.tracker}"
+                first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+                warnings.warn(f"{name} failed while {what} ({type(err).__name__}: {first}); it is dropped for the "
+                              "rest of the run, which goes on: metrics.jsonl and the checkpoints hold every "
+                              "result", SinkWarning, stacklevel=3)
+
     def log(self, record: dict[str, Any]) -> None:
         if not self.is_main:
             return
         clean = MetricsFile.clean(record)
         self.file.append(clean)
-        for sink in self.sinks:
-            sink.log(clean)
+        self._each_sink(lambda sink: sink.log(clean), f"logging epoch {clean.get('epoch')}")
         tqdm.write(epoch_line(clean, self.cfg.train.epochs))
 
     def truncate(self, next_epoch: int) -> None:
@@ -85,14 +107,14 @@ class MetricsLog:
 
     def final(self, result: dict[str, Any]) -> None:
         """The final evaluation (eval.json's numbers), for the sinks that keep a summary."""
-        for sink in self.sinks:
-            getattr(sink, "final", lambda _result: None)(result)
+        self._each_sink(lambda sink: getattr(sink, "final", lambda _result: None)(result),
+                        "logging the final evaluation")
 
     def flush(self) -> None:
-        for sink in self.sinks:
-            getattr(sink, "flush", lambda: None)()
+        self._each_sink(lambda sink: getattr(sink, "flush", lambda: None)(), "flushing")
 
     def close(self, status: str = "finished") -> None:
         """``status``: finished, failed or interrupted (a tracker marks its run so)."""
-        for sink in self.sinks:
-            sink.close(status) if not isinstance(sink, TensorboardSink) else sink.close()
+        self._each_sink(lambda sink: sink.close(status) if not isinstance(sink, TensorboardSink) else sink.close(),
+                        "closing")
+        self.sinks = []

@@ -51,6 +51,22 @@ def prepare_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> Path:
     return run_dir
 
 
+def holds_smoke_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a smoke run (``fcc train --smoke``: its config.yaml caps the steps and the
+    evaluation batches), which a new smoke run of the same config may replace; anything else, or a
+    config.yaml that cannot be read, counts as a real run."""
+    from fcc_lt.config.load import read_yaml
+    from fcc_lt.util.errors import ConfigError
+
+    try:
+        raw = read_yaml(Path(run_dir) / "config.yaml")
+    except ConfigError:
+        return False
+    train, evaluation = raw.get("train"), raw.get("eval")
+    return (isinstance(train, dict) and train.get("max_steps_per_epoch") is not None
+            and isinstance(evaluation, dict) and evaluation.get("max_batches") is not None)
+
+
 def write_config(run_dir: Path, cfg: Config) -> None:
     """config.yaml: the fully resolved config the run trains with."""
     atomic_write_text(Path(run_dir) / "config.yaml", cfg.dump())

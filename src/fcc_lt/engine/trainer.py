@@ -41,6 +41,22 @@ log = logging.getLogger("fcc")
 __all__ = ["Trainer", "TrainingInterrupted"]
 
 
+def refuse_empty_epochs(cfg: Config, steps_per_epoch: Callable[[int], int], num_samples: Callable[[int], int],
+                        world_size: int) -> None:
+    """A training set smaller than one batch trains nothing (every epoch has 0 steps with train.drop_last, or
+    leaves a process without samples): refused before training, naming the batch and the image count."""
+    t = cfg.train
+    epoch = min((1, t.epochs), key=steps_per_epoch)
+    if steps_per_epoch(epoch) > 0:
+        return
+    n = num_samples(epoch)
+    per_rank = (f"; per process of {world_size}: {n // world_size} images, batches of {t.batch_size // world_size}"
+                if world_size > 1 else "")
+    fix = "lower train.batch_size" + (" or set train.drop_last=false" if t.drop_last and n else "")
+    raise ConfigError(f"train.batch_size={t.batch_size} is larger than the training set of {n} images{per_rank}: "
+                      f"no epoch would train a single step; {fix}")
+
+
 class Trainer:
     """Builds every part of a run from its config and trains it; ``fit()`` returns the final eval."""
 
@@ -106,6 +122,7 @@ class Trainer:
         self.criterion, self.mixer, self.teacher = self.parts.criterion, self.parts.mixer, self.parts.teacher
         self.sampler = build_sampler(cfg, self.splits)
         self.train_loader = build_train_loader(cfg, self.splits, self.sampler, self.ctx)
+        refuse_empty_epochs(cfg, self.train_loader.steps_per_epoch, self.sampler.num_samples, self.ctx.world_size)
         self.mixer.bind(model=self.model, loader=self.train_loader, teacher=self.teacher)
         self.eval_loaders = {name: build_eval_loader(cfg, self.splits, self.splits.split(name), self.ctx)
                              for name in self.eval_splits}
