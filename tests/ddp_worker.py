@@ -3,6 +3,7 @@
 Usage: ``torchrun --standalone --nproc-per-node N tests/ddp_worker.py SPEC.json``. The spec lists jobs,
 each a list of config overrides plus optional extras, run one after another in the same process group:
 
+- ``resume: RUN_DIR`` resumes that run (``fcc train --resume``) instead of starting one from overrides;
 - ``stop_at: [epoch, step]`` asks every rank to stop after that step (0-based), as SIGTERM would;
 - ``count_allreduce: true`` counts DDP's gradient all-reduces (one per bucket per synchronised backward).
 
@@ -55,6 +56,7 @@ def main(spec_path: str) -> int:
     from fcc_lt.config.load import load_config
     from fcc_lt.engine.signals import TrainingInterrupted
     from fcc_lt.engine.trainer import Trainer
+    from fcc_lt.evaluation.run_loader import load_run_config
     from fcc_lt.util.distributed import cleanup, setup
 
     spec = json.loads(Path(spec_path).read_text())
@@ -65,8 +67,10 @@ def main(spec_path: str) -> int:
     report: dict[str, Any] = {"rank": ctx.rank, "world_size": ctx.world_size, "jobs": []}
     try:
         for job in spec["jobs"]:
-            cfg = load_config(None, job["overrides"])
-            trainer = Trainer(cfg, overwrite=True, ctx=ctx)
+            if job.get("resume"):
+                trainer = Trainer(load_run_config(Path(job["resume"])), resume=True, ctx=ctx)
+            else:
+                trainer = Trainer(load_config(None, job["overrides"]), overwrite=True, ctx=ctx)
             counter = [0]
             if job.get("count_allreduce"):
                 count_allreduces(trainer, counter)

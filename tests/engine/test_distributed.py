@@ -80,6 +80,10 @@ def ddp_runs(cifar10_root: Path, tmp_path_factory: pytest.TempPathFactory) -> di
                                     "train.grad_accum_steps=2"), "count_allreduce": True},
         "partial": {"overrides": base(cifar10_root, runs / "partial", "train.epochs=1", "train.milestones=[1]",
                                       "train.drop_last=false", "data.imbalance_factor=12")},
+        "stopped2": {"overrides": base(cifar10_root, runs / "stopped2"), "stop_at": [2, 3]},
+        "resumed2": {"resume": str(runs / "stopped2")},  # on the same two processes
+        "bilateral": {"overrides": base(cifar10_root, runs / "bilateral", "train.epochs=1", "train.milestones=[1]",
+                                        "mix.name=bilateral")},
     }
     spec = tmp / "spec.json"
     spec.write_text(json.dumps({"watch": str(runs), "jobs": list(jobs.values())}))
@@ -89,13 +93,15 @@ def ddp_runs(cifar10_root: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     reports = [json.loads(Path(f"{spec}.rank{r}.json").read_text()) for r in range(2)]
-    return {"runs": runs, "names": list(jobs), "reports": reports, "root": cifar10_root, "tmp": tmp}
+    names = [name for name, job in jobs.items() if "resume" not in job]  # the run directories made
+    return {"runs": runs, "names": names, "reports": reports, "root": cifar10_root, "tmp": tmp}
 
 
 @pytest.mark.slow
 def test_two_processes_match_one_process_with_the_same_global_batch(ddp_runs: dict, one_thread: None) -> None:
     runs, root = ddp_runs["runs"], ddp_runs["root"]
-    assert [j["outcome"] for j in ddp_runs["reports"][0]["jobs"]] == ["finished", "interrupted", "finished", "finished"]
+    assert [j["outcome"] for j in ddp_runs["reports"][0]["jobs"]] == ["finished", "interrupted", "finished", "finished",
+                                                                      "interrupted", "finished", "finished"]
     single = run_single(base(root, ddp_runs["tmp"] / "single", "train.grad_accum_steps=2"))
     ddp_state = load_checkpoint(runs / "full" / "checkpoints" / "last.pt")
     assert ddp_state["world_size"] == 2
@@ -151,6 +157,35 @@ def test_resume_on_one_process_from_a_two_process_checkpoint(ddp_runs: dict, one
     for a, b in zip(metrics(stopped), metrics(straight.run_dir), strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
         assert a["train_acc"] == pytest.approx(b["train_acc"], rel=1e-9)
+
+
+@pytest.mark.slow
+def test_a_mid_epoch_resume_on_two_processes_logs_what_a_straight_run_logs(ddp_runs: dict) -> None:
+    """Stopped after step 4 of epoch 2 and resumed on the same two processes: the partial sums of epoch 2
+    (saved as totals over both ranks) are counted once, so every logged number is the straight run's."""
+    runs = ddp_runs["runs"]
+    state = load_checkpoint(runs / "stopped2" / "checkpoints" / "last.pt")
+    assert (state["next_epoch"], state["next_step"]) == (3, 0)  # finished by the resume
+    resumed, straight = metrics(runs / "stopped2"), metrics(runs / "full")
+    assert [m["epoch"] for m in resumed] == [m["epoch"] for m in straight] == [1, 2]
+    for a, b in zip(resumed, straight, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-12)
+        assert a["train_acc"] == pytest.approx(b["train_acc"], rel=1e-12)
+        assert a["test_top1"] == b["test_top1"]
+    assert_same_weights(state["model"], load_checkpoint(runs / "full" / "checkpoints" / "last.pt")["model"], atol=0)
+
+
+@pytest.mark.slow
+def test_bilateral_mixing_on_two_processes_matches_one_process(ddp_runs: dict, one_thread: None) -> None:
+    """The bilateral mix's reverse batch is drawn once for the global batch (a stream without the rank) and
+    each micro-batch takes its positions: 2 processes train what 1 process with 2 micro-batches trains."""
+    runs, root = ddp_runs["runs"], ddp_runs["root"]
+    single = run_single(base(root, ddp_runs["tmp"] / "bilateral1", "train.epochs=1", "train.milestones=[1]",
+                             "mix.name=bilateral", "train.grad_accum_steps=2"))
+    assert_same_weights(load_checkpoint(runs / "bilateral" / "checkpoints" / "last.pt")["model"],
+                        single.model.state_dict())
+    assert metrics(runs / "bilateral")[0]["train_loss"] == pytest.approx(metrics(single.run_dir)[0]["train_loss"],
+                                                                         rel=1e-6)
 
 
 @pytest.mark.slow

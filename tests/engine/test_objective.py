@@ -35,7 +35,7 @@ class FixedMixer(Mixer):
         super().__init__(COUNTS)
         self.batch = batch
 
-    def __call__(self, images, labels, generator) -> MixedBatch:
+    def __call__(self, images, labels, generator, share=None) -> MixedBatch:
         return self.batch
 
 

@@ -319,3 +319,21 @@ def test_a_mid_epoch_checkpoint_resumes_only_with_its_batch_size(cifar10_root: P
     resumed = Trainer(load_run_config(finished, ["train.batch_size=32", "train.epochs=3"]), resume=True)
     assert resumed.loop.next_epoch == 3  # at an epoch's end the batch size may change
 
+
+def test_resume_onto_a_training_set_whose_files_changed_is_refused(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The run's config is unchanged, but the CIFAR files under data.root were replaced by a set with other
+    class counts: the checkpoint's class statistics no longer match and the resume is refused."""
+    from cifar_fixtures import write_cifar10
+
+    root = tmp_path / "cifar"
+    write_cifar10(root, per_class_train=60, per_class_test=10)
+    out = tmp_path / "run"
+    assert main(["train", *tiny_run_overrides(root, out, "train.epochs=1", "train.milestones=[]")]) == 0
+    shutil.rmtree(root)
+    write_cifar10(root, per_class_train=50, per_class_test=10)  # the same classes, fewer images each
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "train.epochs=2"]) == 2
+    err = capsys.readouterr().err
+    assert "saved for a training set with other class counts" in err and "Traceback" not in err
+    assert load_run_config(out).train.epochs == 1  # nothing of the refused resume was written

@@ -286,3 +286,76 @@ def test_an_epoch_on_cuda_runs_under_sync_debug_mode_error(cifar10_root: Path, t
     trainer.step.__class__ = StrictStep
     trainer.train_loader.epoch = strict_epoch  # type: ignore[method-assign]
     trainer.fit()
+
+
+# ------------------------------------------------------------------------------ seams found by planting bugs
+
+def test_extra_training_images_change_what_is_sampled_not_the_counts_of_loss_mixer_and_fcc(
+        cifar10_root: Path, tmp_path: Path) -> None:
+    """100 extra images of the smallest class (as CAM generation adds them) make it the largest to sample
+    from; the loss, the mixer and FCC must still see the protocol's counts, where it is the smallest."""
+    from image_fixtures import write_folder, write_json
+
+    entries = write_folder(tmp_path / "extra", [0] * 9 + [100])
+    extra = write_json(tmp_path / "extra" / "extra.json", entries, 10)
+    cfg = tiny(cifar10_root, tmp_path / "run", f"data.extra_train_json={extra}", "loss.name=balanced_softmax",
+               "mix.name=remix", "fcc.enabled=true", "fcc.gamma=0.5")
+    trainer = Trainer(cfg)
+    protocol = [60, 46, 35, 27, 21, 16, 12, 10, 7, 6]  # the fixture's IF-10 subset, largest first
+    assert list(trainer.stats.train_counts) == protocol and trainer.stats.sampled_counts[9] == 106
+    # FCC: rank k by protocol count is the class index here, tau_k = 1 + g - k g / C
+    expected = [1 + 0.5 - k * 0.5 / 10 for k in range(10)]
+    assert trainer.parts.compression.class_factor.tolist() == pytest.approx(expected)
+    # the loss: balanced softmax, CE(z + log n_c) with the protocol's n_c, recomputed in float64
+    g = torch.Generator().manual_seed(0)
+    logits, targets = torch.randn(12, 10, generator=g), torch.arange(12) % 10
+    trainer.criterion.set_epoch(1)
+    adjusted = logits.double() + torch.tensor(protocol, dtype=torch.float64).log()
+    torch.testing.assert_close(trainer.criterion(logits, targets).double(),
+                               torch.nn.functional.cross_entropy(adjusted, targets), rtol=1e-5, atol=1e-6)
+    # the mixer: remix's count ratios
+    assert trainer.mixer.class_counts == protocol
+
+
+def test_tau_norm_runs_select_best_on_the_normalised_model_they_report(cifar10_root: Path, tmp_path: Path) -> None:
+    """With eval.tau_norm=1 the classifier rows are evaluated as W_c / ||W_c||: scaling rows changes the plain
+    model's predictions but not the normalised one's. After the last step the rows are scaled so that the
+    two disagree; every epoch's val_top1 must be the normalised model's (recomputed by hand from the
+    checkpoints), and best.pt the epoch where that is highest."""
+    out = tmp_path / "run"
+    cfg = tiny(cifar10_root, out, "data.val_per_class=2", "eval.checkpoint=best", "eval.tau_norm=1.0",
+               "train.epochs=3", "train.milestones=[3]")
+    trainer = Trainer(cfg)
+    steps = trainer.steps_per_epoch(1)
+    states: dict[int, dict[str, torch.Tensor]] = {}
+
+    def watch(t: Trainer, epoch: int, step: int) -> None:
+        if step == 0 and epoch > 1:  # the checkpoint of the epoch before, as evaluated
+            states[epoch - 1] = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]
+        if (epoch, step) == (3, steps - 1):
+            with torch.no_grad():  # rows of norms 1, 10, 100, ...: the plain model predicts by norm
+                w = t.model.head.fc.weight
+                w.copy_(w / w.norm(dim=1, keepdim=True) * torch.logspace(0, 9, 10)[:, None])
+
+    trainer.step_callback = watch
+    result = trainer.fit()
+    states[3] = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]
+    val = trainer.splits.val
+    x = Normalize(trainer.splits.mean, trainer.splits.std)(val.images)
+    net = build_network(cfg, 10).eval()
+
+    def accuracy(state: dict[str, torch.Tensor], normalised: bool) -> float:
+        net.load_state_dict(state)
+        with torch.no_grad():
+            w, b = net.head.fc.weight.double(), net.head.fc.bias.double()
+            w = w / w.norm(dim=1, keepdim=True) if normalised else w
+            logits = net.features(x).double() @ w.T + b
+        return 100.0 * float((logits.argmax(1) == val.labels).double().mean())
+
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    normalised = [accuracy(states[e], True) for e in (1, 2, 3)]
+    assert accuracy(states[3], False) != normalised[2]  # the two views disagree on the last epoch
+    assert [m["val_top1"] for m in lines] == pytest.approx(normalised)
+    best = normalised.index(max(normalised)) + 1
+    assert result["epoch"] == best and result["checkpoint"] == "checkpoints/best.pt"
+    assert torch.load(out / "checkpoints" / "best.pt", weights_only=True)["next_epoch"] == best + 1

@@ -87,14 +87,14 @@ def test_student_loss_equals_a_float64_recomputation(teacher_run: Path, cifar10_
     captured: dict[str, Any] = {}
     real = trainer.step.objective
 
-    def spy(images: torch.Tensor, labels: torch.Tensor, epoch: int, gen: torch.Generator) -> Any:
+    def spy(images: torch.Tensor, labels: torch.Tensor, epoch: int, gen: torch.Generator, *share: Any) -> Any:
         if not captured:
             captured.update(images=images.clone(), labels=labels.clone(),
                             student=copy.deepcopy(trainer.model))
-            out = real(images, labels, epoch, gen)
+            out = real(images, labels, epoch, gen, *share)
             captured["loss"] = float(out.loss.detach())
             return out
-        return real(images, labels, epoch, gen)
+        return real(images, labels, epoch, gen, *share)
 
     trainer.step.objective = spy  # type: ignore[assignment]
     trainer.fit()

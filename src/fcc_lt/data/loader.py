@@ -116,19 +116,26 @@ class DeviceLoader(GlobalBatchLoader):
             gen = self.generators.get("augment", self.device, epoch, step) if self.augment is not None else None
             yield self._batch(index, gen)
 
-    def draw(self, index: Tensor, generator: torch.Generator) -> Batch:
-        """This rank's share of the images at global ``index``, augmented with ``generator``'s draws.
+    def draw(self, index: Tensor, generator: torch.Generator, offset: int | None = None,
+             stride: int | None = None) -> Batch:
+        """Positions ``offset::stride`` (by default this rank's, rank::world_size) of the images at global
+        ``index``, augmented with ``generator``'s draws for the whole of ``index``.
 
         An extra batch source for mixers that pair the batch with a second stream (bilateral mix).
         """
-        return self._batch(index, generator if self.augment is not None else None)
+        return self._batch(index, generator if self.augment is not None else None, offset, stride)
 
-    def _batch(self, index: Tensor, augment_generator: torch.Generator | None) -> Batch:
-        """Positions rank::world_size of a global batch; augmentation is drawn for the whole batch."""
-        local = index[self.rank::self.world_size]
+    def _batch(self, index: Tensor, augment_generator: torch.Generator | None, offset: int | None = None,
+               stride: int | None = None) -> Batch:
+        """Positions offset::stride (rank::world_size) of a global batch; augmentation is drawn for the whole
+        batch."""
+        offset = self.rank if offset is None else offset
+        stride = self.world_size if stride is None else stride
+        local = index[offset::stride]
         images = self.images[local]
         if self.augment is not None and augment_generator is not None:
-            images = self.augment(images, self.augment_params(index.numel(), augment_generator))
+            params = self.augment.draw(index.numel(), augment_generator, self.device)[offset::stride]
+            images = self.augment(images, params)
         return self.finish(images), self.labels[local]
 
 

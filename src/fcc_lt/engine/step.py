@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from fcc_lt.config.schema import Config
 from fcc_lt.methods.fcc import FeatureClusterCompression, compress
 from fcc_lt.methods.losses import Loss
-from fcc_lt.methods.mixers import FeatureMix, MixedBatch, Mixer
+from fcc_lt.methods.mixers import BatchShare, FeatureMix, MixedBatch, Mixer
 from fcc_lt.models.network import model_memory_format
 from fcc_lt.util.distributed import DistContext, all_reduce_sum
 from fcc_lt.util.precision import autocast
@@ -139,10 +139,11 @@ def teacher_logits(teacher: nn.Module | None, batch: MixedBatch) -> Tensor | Non
 
 
 def objective(forward: nn.Module, parts: MethodParts, images: Tensor, labels: Tensor, epoch: int,
-              generator: torch.Generator) -> StepOutput:
+              generator: torch.Generator, share: BatchShare | None = None) -> StepOutput:
     """Mix the batch, run ``forward`` (a TrainingForward, possibly DDP-wrapped) with FCC's factors, apply the
-    loss; returns the loss and the (mixed) number of correct predictions."""
-    batch = parts.mixer(images, labels, generator)
+    loss; returns the loss and the (mixed) number of correct predictions. ``generator`` and ``share``: the
+    mixer's random streams (fcc_lt.methods.mixers)."""
+    batch = parts.mixer(images, labels, generator, share=share)
     logits, features = forward(batch.images, fcc_factors(parts.compression, batch, epoch), batch.feature_mix)
     teacher = teacher_logits(parts.teacher, batch)
     extra = {} if teacher is None else {"teacher_logits": teacher}
@@ -180,9 +181,10 @@ class TrainingStep:
         self.generators = StreamGenerators(cfg.seed)
         self.skipped = False  # whether the last step was skipped (non-finite, train.max_nonfinite_steps)
 
-    def objective(self, images: Tensor, labels: Tensor, epoch: int, generator: torch.Generator) -> StepOutput:
+    def objective(self, images: Tensor, labels: Tensor, epoch: int, generator: torch.Generator,
+                  share: BatchShare | None = None) -> StepOutput:
         """What one micro-batch optimises (``objective`` above, with this run's forward and parts)."""
-        return objective(self.forward, self.parts, images, labels, epoch, generator)
+        return objective(self.forward, self.parts, images, labels, epoch, generator, share)
 
     def __call__(self, images: Tensor, labels: Tensor, epoch: int, step: int, global_n: int) -> StepOutput:
         """``global_n``: the samples of this global batch (train.batch_size, less for a last partial one)."""
@@ -200,9 +202,13 @@ class TrainingStep:
             micro = rank + world * i
             torch.manual_seed(derive_seed(self.cfg.seed, "step", epoch, step, micro))
             gen = self.generators.get("mix", ctx.device, epoch, step, micro)
+            # what a mixer draws for the whole global batch (the same on every rank); this micro-batch
+            # holds its positions micro::world*chunks
+            share = BatchShare(micro, world * chunks, global_n, self.generators.get("mix-global", ctx.device,
+                                                                                      epoch, step))
             with sync:
                 with autocast(ctx.device, self.amp_dtype):
-                    out = self.objective(x, y, epoch, gen)
+                    out = self.objective(x, y, epoch, gen, share)
                 # Each micro-batch's mean loss is weighted by its share of the global batch, times world
                 # because DDP averages gradients over ranks: the gradient of the global batch mean, also
                 # for a last partial batch that leaves ranks with unequal shares.

@@ -31,6 +31,7 @@ from fcc_lt.engine.signals import StopSignals, TrainingInterrupted
 from fcc_lt.engine.step import TrainingStep
 from fcc_lt.evaluation.evaluate import evaluate_to_files
 from fcc_lt.evaluation.passes import run_eval
+from fcc_lt.models.tau_norm import eval_view
 from fcc_lt.util.distributed import DistContext, barrier, broadcast_buffers, in_turns, setup
 from fcc_lt.util.errors import ConfigError, TrainingError
 from fcc_lt.util.precision import autocast_dtype, grad_scaler
@@ -282,8 +283,10 @@ class Trainer:
                                   "train_acc": 100.0 * correct / total if total else None}
         broadcast_buffers(self.model, self.ctx)  # evaluate and save the one model rank 0 holds
         if epoch % t.eval_every == 0 or epoch == t.epochs:
+            # what eval.json will report (tau-normalised with eval.tau_norm), so that best.pt is chosen on it
+            model = eval_view(self.model, self.cfg.eval.tau_norm)
             for split, loader in self.eval_loaders.items():
-                tally = run_eval(self.model, loader, self.stats.num_classes, self.ctx, self.amp_dtype,
+                tally = run_eval(model, loader, self.stats.num_classes, self.ctx, self.amp_dtype,
                                  max_batches=self.cfg.eval.max_batches)
                 seen = int(tally.total.sum())
                 record[f"{split}_top1"] = 100.0 * int(tally.top1.sum()) / seen if seen else None

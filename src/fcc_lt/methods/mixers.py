@@ -6,9 +6,13 @@ per-sample weight ``weight_a`` of the first; the objective's loss is
 carries a ``FeatureMix`` that the network applies at a hidden location.
 
 Every random number (lambda, the pairing permutation, cutmix boxes, the bilateral mix's second batch)
-comes from the generator the trainer passes in, which is seeded from (run seed, epoch, step), so a
-resumed run mixes exactly as an uninterrupted one. Nothing here synchronises with the host: lambda
-stays a device tensor and per-sample rules are ``torch.where`` selections.
+comes from the generators the trainer passes in, which are seeded from (run seed, epoch, step), so a
+resumed run mixes exactly as an uninterrupted one. ``generator`` is the micro-batch's own (keyed by its
+global micro-batch index); ``share`` says where the micro-batch sits in the step's global batch and
+carries a generator without rank or micro-batch, for what is drawn for the whole global batch (the
+bilateral mix's second batch), of which each micro-batch then takes its positions. Nothing here
+synchronises with the host: lambda stays a device tensor and per-sample rules are ``torch.where``
+selections.
 """
 
 from __future__ import annotations
@@ -103,13 +107,27 @@ class MixedBatch:
     factor_weight_a: Tensor | None = None
 
 
+@dataclass(frozen=True)
+class BatchShare:
+    """Where a micro-batch sits in its step's global batch of ``size`` samples: positions ``offset``,
+    ``offset + stride``, ... (offset = rank + world * i for micro-batch i, stride = world * k), and a
+    ``generator`` seeded for the step alone, the same on every rank and micro-batch."""
+
+    offset: int
+    stride: int
+    size: int
+    generator: torch.Generator
+
+
 class BatchSource(Protocol):
     """A training loader that can produce extra batches (the bilateral mix's second stream)."""
 
     labels: Tensor
+    rank: int
     world_size: int
 
-    def draw(self, index: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]: ...
+    def draw(self, index: Tensor, generator: torch.Generator, offset: int | None = None,
+             stride: int | None = None) -> tuple[Tensor, Tensor]: ...
 
 
 class Mixer:
@@ -127,7 +145,8 @@ class Mixer:
     def bind(self, *, model: nn.Module | None = None, loader: Any = None, teacher: nn.Module | None = None) -> None:
         return None
 
-    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> MixedBatch:
+    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator,
+                 share: BatchShare | None = None) -> MixedBatch:
         return MixedBatch(images, labels)
 
 
@@ -173,7 +192,8 @@ class NoMix(Mixer):
 class MixUp(BetaMixer):
     """Input mixup (Zhang et al. 2018): x = lam * x + (1 - lam) * x[perm], lam ~ Beta(alpha, alpha) per batch."""
 
-    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> MixedBatch:
+    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator,
+                 share: BatchShare | None = None) -> MixedBatch:
         lam, perm = self.draw_pairing(labels, generator)
         weight = lam.expand(labels.numel())
         return MixedBatch(_mix_images(images, perm, lam), labels, labels[perm], weight)
@@ -208,7 +228,8 @@ class ManifoldMixup(BetaMixer):
                 raise ConfigError(f"mix.params.location: {self.location!r}, but {whose} has {len(stages)} stages "
                                   f"(use stage1..stage{len(stages)}, pool or logits)")
 
-    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> MixedBatch:
+    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator,
+                 share: BatchShare | None = None) -> MixedBatch:
         lam, perm = self.draw_pairing(labels, generator)
         weight = lam.expand(labels.numel())
         return MixedBatch(images, labels, labels[perm], weight, FeatureMix(self.location, lam, perm))
@@ -249,7 +270,8 @@ class Remix(BetaMixer):
         self.reproduce_original = reproduce_original
         self._counts = torch.as_tensor(self.class_counts, dtype=torch.float64)
 
-    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> MixedBatch:
+    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator,
+                 share: BatchShare | None = None) -> MixedBatch:
         if self._counts.device != labels.device:
             self._counts = self._counts.to(labels.device)
         lam, perm = self.draw_pairing(labels, generator)
@@ -290,7 +312,8 @@ def cutmix_box(lam: Tensor, height: int, width: int, generator: torch.Generator)
 class CutMix(BetaMixer):
     """CutMix (Yun et al. 2019): paste a box of x[perm] covering about 1 - lam of the image, lam ~ Beta."""
 
-    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> MixedBatch:
+    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator,
+                 share: BatchShare | None = None) -> MixedBatch:
         lam, perm = self.draw_pairing(labels, generator)
         mask, kept = cutmix_box(lam, images.shape[-2], images.shape[-1], generator)
         mixed = torch.where(mask, images[perm], images)
@@ -302,9 +325,11 @@ class BilateralMix(BetaMixer):
     """BBN-style bilateral mix: each image of the batch (the instance stream) is mixed with an image drawn
     by the reverse sampler (p_c proportional to n_max / n_c), lam ~ Beta(alpha, alpha) per batch.
 
-    The second batch comes from the training loader (``bind``): it draws the same number of images per
-    rank, augmented and normalised as the loader's own batches. Under distributed training every rank
-    draws the same global reverse batch and keeps its share, as for the main stream.
+    The second batch comes from the training loader (``bind``), augmented and normalised as the loader's
+    own batches. It is drawn for the whole global batch from the step's shared generator (``share``), the
+    same on every rank, and each micro-batch keeps its positions of it, as of the main stream: the reverse
+    batch of a step does not depend on the number of processes or micro-batches. Called without a share
+    (one process, the whole batch) it draws from ``generator`` and keeps this rank's positions.
     """
 
     def __init__(self, class_counts: Sequence[int], *, alpha: Alpha = 1.0) -> None:
@@ -323,11 +348,15 @@ class BilateralMix(BetaMixer):
         self._draw = ClassDraw(loader.labels, len(self.class_counts))
         self._probs = reverse_probs(self._draw.counts)
 
-    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> MixedBatch:
+    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator,
+                 share: BatchShare | None = None) -> MixedBatch:
         if self.source is None:
             raise RuntimeError("the bilateral mixer needs bind(loader=...) before use")
-        index = self._draw.draw(self._probs, labels.numel() * self.source.world_size, generator)
-        images_b, labels_b = self.source.draw(index, generator)
+        if share is None:
+            world = self.source.world_size
+            share = BatchShare(self.source.rank, world, labels.numel() * world, generator)
+        index = self._draw.draw(self._probs, share.size, share.generator)
+        images_b, labels_b = self.source.draw(index, share.generator, share.offset, share.stride)
         lam = _draw_lambda(self.alpha, generator, images.device)
         mixed = images * lam.to(images.dtype) + images_b.to(images.dtype) * (1 - lam.to(images.dtype))
         return MixedBatch(mixed, labels, labels_b, lam.expand(labels.numel()))
