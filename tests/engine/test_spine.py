@@ -359,3 +359,29 @@ def test_tau_norm_runs_select_best_on_the_normalised_model_they_report(cifar10_r
     best = normalised.index(max(normalised)) + 1
     assert result["epoch"] == best and result["checkpoint"] == "checkpoints/best.pt"
     assert torch.load(out / "checkpoints" / "best.pt", weights_only=True)["next_epoch"] == best + 1
+
+
+def test_the_bilateral_reverse_batch_of_a_step_does_not_depend_on_how_the_step_is_cut(
+        cifar10_root: Path, tmp_path: Path) -> None:
+    """The reverse-sampled batch is drawn for the whole global batch from the step's own stream and each
+    micro-batch keeps its positions: one micro-batch of 16 and two of 8 pair the same images with the same
+    partners (on one process here; test_distributed.py checks two processes)."""
+    partners: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    for k in (1, 2):
+        trainer = Trainer(tiny(cifar10_root, tmp_path / f"k{k}", "mix.name=bilateral", f"train.grad_accum_steps={k}"))
+        mixer, seen = trainer.parts.mixer, []
+
+        def record(images, labels, generator, share=None, mixer=mixer, seen=seen):
+            batch = mixer(images, labels, generator, share=share)
+            lam = batch.weight_a[0]
+            seen.append((share.offset, (batch.images - lam * images) / (1 - lam), batch.labels_b))
+            return batch
+
+        trainer.parts.mixer = record  # type: ignore[assignment]
+        images, labels = next(iter(trainer.train_loader.epoch(1)))
+        trainer.model.train()
+        trainer.step(images, labels, 1, 0, labels.numel())
+        order = torch.argsort(torch.cat([torch.arange(off, 16, k) for off, _, _ in seen]))
+        partners[k] = (torch.cat([x for _, x, _ in seen])[order], torch.cat([y for _, _, y in seen])[order])
+    assert torch.equal(partners[1][1], partners[2][1])
+    torch.testing.assert_close(partners[1][0], partners[2][0], rtol=1e-4, atol=1e-4)
