@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fcc_lt.config.load import load_config
-from fcc_lt.engine.objective import TrainingForward
+from fcc_lt.engine.step import TrainingForward
 from fcc_lt.evaluation import analyses as A
 from fcc_lt.evaluation.analyze_run import head_factors, last_trained_epoch
 from fcc_lt.evaluation.metrics import shot_groups

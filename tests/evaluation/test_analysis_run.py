@@ -17,7 +17,7 @@ from fcc_lt.cli.main import main
 from fcc_lt.config.load import load_config
 from fcc_lt.data.augment import Normalize
 from fcc_lt.data.build import build_splits
-from fcc_lt.engine.objective import TrainingForward
+from fcc_lt.engine.step import TrainingForward
 from fcc_lt.engine.trainer import Trainer
 from fcc_lt.evaluation import analyses as A
 from fcc_lt.evaluation.run_loader import load_run, load_run_config

@@ -213,7 +213,7 @@ class ManifoldMixup(BetaMixer):
 
     def bind(self, *, model: nn.Module | None = None, loader: Any = None, teacher: nn.Module | None = None) -> None:
         """Check the location against the student's backbone and, since the teacher mixes its own activations
-        at the same place (engine.objective), against the teacher's: both before the first step."""
+        at the same place (engine.step), against the teacher's: both before the first step."""
         if not self.location.startswith("stage"):
             return
         for network, whose in ((model, "the backbone"), (teacher, "the teacher's backbone (distill.teacher)")):
