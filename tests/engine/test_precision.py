@@ -131,3 +131,38 @@ def test_channels_last_model_and_batches_give_the_same_step(cifar10_root: Path, 
     # channels-last convolutions sum in another order: the updates (~1e-3 at lr 0.05) agree to ~1e-5
     for (name, p), q in zip(cl.model.named_parameters(), ref.model.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=2e-5, msg=name)
+
+
+def test_an_overflowing_first_fp16_step_leaves_no_trace_in_the_fused_sgd_state(cifar10_root: Path,
+                                                                               tmp_path: Path) -> None:
+    """fp16's first loss scale often overflows and the scaler skips that step. PyTorch's fused SGD made its
+    momentum buffers with torch.empty at that skipped first step, so the next real step started from
+    whatever memory held (fp16 on the CPU diverged by step 3): here a skipped step must change nothing."""
+    skipped = trainer(cifar10_root, tmp_path / "skipped", "train.amp=fp16")
+    straight = trainer(cifar10_root, tmp_path / "straight", "train.amp=fp16")
+    assert skipped.optimizer.defaults.get("fused") is True
+    images, labels = next(iter(skipped.train_loader.epoch(1)))
+    skipped.step.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40)  # overflows: the step is skipped
+    skipped.step(images, labels, 1, 0, labels.numel())
+    assert skipped.step.scaler.get_scale() == 2.0 ** 39
+    assert all(torch.isfinite(s["momentum_buffer"]).all() for s in skipped.optimizer.state.values())
+    for t in (skipped, straight):
+        t.step.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
+        t.step(images, labels, 1, 1, labels.numel())
+    for (name, a), b in zip(straight.model.named_parameters(), skipped.model.parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_a_non_finite_loss_under_fp16_names_fp16_overflow(cifar10_root: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from fcc_lt.util.errors import TrainingError
+    from fcc_lt.util.registry import LOSSES
+
+    ce = LOSSES.get("ce")
+    real = ce.forward
+    monkeypatch.setattr(ce, "forward", lambda self, *a, **k: real(self, *a, **k) * float("inf"))
+    t = trainer(cifar10_root, tmp_path / "run", "train.amp=fp16", "train.log_every=1")
+    with pytest.raises(TrainingError, match=r"non-finite loss at epoch 1, step 1 of 15; .* With train\.amp=fp16, "
+                                            r"values beyond fp16's range \(65504\) overflow: train with "
+                                            r"train\.amp=bf16"):
+        t.fit()

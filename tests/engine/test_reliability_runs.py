@@ -337,3 +337,39 @@ def test_resume_onto_a_training_set_whose_files_changed_is_refused(tmp_path: Pat
     err = capsys.readouterr().err
     assert "saved for a training set with other class counts" in err and "Traceback" not in err
     assert load_run_config(out).train.epochs == 1  # nothing of the refused resume was written
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", ["before", "half"])
+def test_checkpoint_history_survives_a_kill_between_its_writes(
+        moment: str, cifar10_root: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.keep_best=1: the epoch that takes over the best writes last.pt (which lists the old best for
+    pruning), then epoch_<N>.pt, then deletes the old one. Killed before or inside the epoch_<N>.pt write,
+    the resumed run writes the missing file, prunes the old one, and ends with the uninterrupted run's
+    files and weights."""
+    extra = ("train.keep_best=1", "train.keep_every=4")
+    reference = tmp_path_factory.mktemp("history-reference") / "run"
+    done = run(["train", *best_run_overrides(cifar10_root, reference), *extra], reference.parent / "log")
+    assert done.returncode == 0, done.stderr
+    vals = [json.loads(line)["val_top1"] for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    improving = [e for e in range(1, len(vals) + 1) if all(vals[e - 1] > v for v in vals[:e - 1])]
+    if len(improving) < 2 or improving[1] == 4:
+        pytest.fail(f"the reference improves at epochs {improving}; pick a run where a later epoch takes over")
+    takeover = improving[1]
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    out, log = tmp_path / "run", tmp_path / "log"
+    monkeypatch.setenv("FCC_TEST_KILL", f"epoch_{takeover}.pt:1:{moment}")
+    proc = start(["train", *best_run_overrides(cifar10_root, out), *extra], log, script)
+    assert proc.wait(timeout=300) == -signal.SIGKILL, log.read_text()[-3000:]
+    kept = {p.name for p in (out / "checkpoints").glob("epoch_*.pt")}
+    assert f"epoch_{takeover}.pt" not in kept and f"epoch_{improving[0]}.pt" in kept  # killed in between
+    monkeypatch.delenv("FCC_TEST_KILL")
+    resumed = run(["train", "--resume", str(out)], log)
+    assert resumed.returncode == 0, resumed.stderr
+    names = sorted(p.name for p in (out / "checkpoints").glob("*.pt"))
+    assert names == sorted(p.name for p in (reference / "checkpoints").glob("*.pt"))
+    for name in names:
+        assert same_weights(weights(out / "checkpoints" / name), weights(reference / "checkpoints" / name)), name
+    assert not list((out / "checkpoints").glob(".*tmp*"))

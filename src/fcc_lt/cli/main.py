@@ -41,7 +41,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _show_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
                   line: Any = None) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    _console(f"warning: {message}")
+
+
+def _console(text: str) -> None:
+    """A message on stderr, above a progress bar rather than into its line."""
+    from tqdm import tqdm
+
+    tqdm.write(text, file=sys.stderr)
+
+
+class _ConsoleHandler(logging.Handler):
+    """Log records (``fcc``'s info lines and warnings) on stderr through tqdm, so a bar stays whole."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _console(self.format(record))
+        except Exception:  # logging's own policy: a failing handler reports and goes on
+            self.handleError(record)
 
 
 # Commands that never import torch: they start without paying (or guarding) its import.
@@ -73,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = startup.guard()
     try:
         args = _parse(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, for a run's train.log
         warnings.showwarning = _show_warning
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[_ConsoleHandler()])
         if args.command not in _WITHOUT_TORCH:
             import torch  # noqa: F401 - imported here, under the guard, rather than inside the command
     finally:

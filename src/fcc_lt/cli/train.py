@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import shlex
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fcc_lt.util import argtypes
 from fcc_lt.util.errors import ConfigError
@@ -23,9 +24,44 @@ def _split_config_and_overrides(items: list[str]) -> tuple[str | None, list[str]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from fcc_lt.config.load import load_config
     from fcc_lt.engine.run_dir import holds_smoke_run
     from fcc_lt.engine.trainer import Trainer
+
+    # what loading the config says (schedule rescaling, "too short") is shown now and kept for train.log
+    said = _Said()
+    logging.getLogger("fcc").addHandler(said)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            cfg = _train_config(args)
+    finally:
+        logging.getLogger("fcc").removeHandler(said)
+        for w in caught:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if cfg is None:
+        return 2
+    # a smoke run replaces only an earlier smoke run (its own throw-away folder); any other run is refused
+    # as every start refuses it, unless --overwrite says so
+    overwrite = args.overwrite or (args.smoke and holds_smoke_run(Path(cfg.out or "runs/default")))
+    notes = [*said.lines, *(f"warning: {w.message}" for w in caught)]
+    Trainer(cfg, resume=bool(args.resume), overwrite=overwrite, notes=notes,
+            command=["fcc", *getattr(args, "argv", sys.argv[1:])]).fit()
+    return 0
+
+
+class _Said(logging.Handler):
+    """The ``fcc`` logger's lines while the config loads (the run's train.log does not exist yet)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(("warning: " if record.levelno >= logging.WARNING else "") + record.getMessage())
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    """The config `fcc train` runs (None after printing the usage: no config was named)."""
+    from fcc_lt.config.load import load_config
     from fcc_lt.evaluation.run_loader import load_run_config
 
     config_path, overrides = _split_config_and_overrides(args.items)
@@ -41,7 +77,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.parser.print_usage(sys.stderr)
         print("fcc train: name a config file (`fcc configs` lists the shipped ones), e.g.\n"
               "  fcc train cifar10_lt/ce_fcc_if100", file=sys.stderr)
-        return 2
+        return None
     elif args.smoke:
         from fcc_lt.config.schedule import ScheduleWarning
 
@@ -53,11 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               "runs, its numbers mean nothing", file=sys.stderr)
     else:
         cfg = load_config(config_path, overrides)
-    # a smoke run replaces only an earlier smoke run (its own throw-away folder); any other run is refused
-    # as every start refuses it, unless --overwrite says so
-    overwrite = args.overwrite or (args.smoke and holds_smoke_run(Path(cfg.out or "runs/default")))
-    Trainer(cfg, resume=bool(args.resume), overwrite=overwrite).fit()
-    return 0
+    return cfg
 
 
 SMOKE_EPOCHS, SMOKE_STEPS, SMOKE_BATCHES = 4, 2, 2

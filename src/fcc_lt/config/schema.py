@@ -98,6 +98,8 @@ class TrainConfig:
     tracker_uri: str | None = None  # MLflow tracking URI (default: the file store ./mlruns)
     tracker_project: str = "fcc"  # MLflow experiment / W&B project
     max_nonfinite_steps: int = 0
+    keep_every: int | None = None  # also keep checkpoints/epoch_<N>.pt of every N-th epoch
+    keep_best: int = 0  # also keep the epoch checkpoints of the best K epochs by validation top-1
     max_steps_per_epoch: int | None = None  # smoke runs: at most this many steps per epoch
     deterministic: bool = False
 

@@ -56,6 +56,10 @@ def validate(cfg: Config) -> None:
     require(t.log_every >= 1, "train.log_every", "an integer >= 1", t.log_every)
     require(t.max_nonfinite_steps >= 0, "train.max_nonfinite_steps", "a non-negative integer",
              t.max_nonfinite_steps)
+    require(t.keep_every is None or 1 <= t.keep_every <= t.epochs, "train.keep_every",
+            f"null or an integer in [1, train.epochs={t.epochs}] (keep every N-th epoch's checkpoint)", t.keep_every)
+    require(0 <= t.keep_best <= 1000, "train.keep_best",
+            "an integer in [0, 1000] (keep the checkpoints of the best K epochs by validation top-1)", t.keep_best)
     if t.tracker_uri is not None and t.tracker != "mlflow":
         raise ConfigError(f"train.tracker_uri: an MLflow tracking URI, but train.tracker is {t.tracker!r}; set "
                           "train.tracker=mlflow or remove it")

@@ -78,15 +78,26 @@ def wrap_for_training(network: nn.Module, ctx: DistContext) -> nn.Module:
     return forward
 
 
-def build_optimizer(cfg: Config, network: nn.Module) -> torch.optim.Optimizer:
-    """SGD (Nesterov) or Adam(W) over the trainable parameters, fused where the device has the kernel."""
+def build_optimizer(cfg: Config, network: nn.Module, *, loss_scaling: bool = False) -> torch.optim.Optimizer:
+    """SGD (Nesterov) or Adam(W) over the trainable parameters, fused where the device has the kernel.
+
+    ``loss_scaling`` (fp16 with a GradScaler): SGD's momentum buffers start as zeros instead of at the first
+    step. PyTorch's fused SGD makes them with ``torch.empty`` at its first step, and when the scaler skips
+    that step (its first scale overflows, as fp16 often does) they keep whatever memory held: training then
+    diverged within a few steps (fp16 on the CPU). With zeros the first step computes 0.9 * 0 + g = g,
+    exactly what the buffer would have been.
+    """
     t = cfg.train
     params = [p for p in network.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("train.freeze: every parameter is frozen; nothing would be trained")
     if t.optimizer == "sgd":
-        return fused_optimizer(torch.optim.SGD, params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
-                               nesterov=t.nesterov and t.momentum > 0)
+        sgd = fused_optimizer(torch.optim.SGD, params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
+                              nesterov=t.nesterov and t.momentum > 0)
+        if loss_scaling and t.momentum > 0:
+            for p in params:
+                sgd.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return sgd
     opt_cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
     return fused_optimizer(opt_cls, params, lr=t.lr, weight_decay=t.weight_decay)
 

@@ -47,10 +47,27 @@ class LoopState:
     partial: dict[str, Any] | None = None  # {"sums": [loss_sum, correct, count], "elapsed": s} mid-epoch
     best: dict[str, Any] = field(default_factory=lambda: {"val_top1": None, "epoch": None})
     nonfinite_skipped: int = 0
+    # train.keep_best: the best epochs so far ({"epoch", "val_top1"}, best first), and the epoch checkpoints
+    # that left them at the last epoch's end (deleted after that epoch's checkpoint; again on resume)
+    kept_best: list[dict[str, Any]] = field(default_factory=list)
+    prune: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"next_epoch": self.next_epoch, "next_step": self.next_step, "partial": self.partial,
-                "best": dict(self.best), "nonfinite_skipped": self.nonfinite_skipped}
+                "best": dict(self.best), "nonfinite_skipped": self.nonfinite_skipped,
+                "kept_best": [dict(k) for k in self.kept_best], "prune": list(self.prune)}
+
+    def keep_best(self, epoch: int, val_top1: float, k: int, kept_every: Callable[[int], bool]) -> None:
+        """Enter an evaluated epoch into the best ``k`` (validation top-1, the earlier epoch first on ties);
+        the epochs that leave them, unless ``kept_every(e)`` keeps them anyway, are to be pruned."""
+        ranked = sorted([*self.kept_best, {"epoch": epoch, "val_top1": val_top1}],
+                        key=lambda c: (-c["val_top1"], c["epoch"]))
+        self.kept_best = ranked[:k]
+        self.prune = [c["epoch"] for c in ranked[k:] if c["epoch"] != epoch and not kept_every(c["epoch"])]
+
+    def keeps(self, epoch: int, kept_every: Callable[[int], bool]) -> bool:
+        """Whether ``epoch``'s checkpoint is kept as checkpoints/epoch_<N>.pt."""
+        return kept_every(epoch) or any(c["epoch"] == epoch for c in self.kept_best)
 
 
 def _is_int(value: Any) -> bool:
@@ -105,7 +122,15 @@ def loop_state_from(state: Mapping[str, Any], path: Path, *, epochs: int, steps_
     skipped = state.get("nonfinite_skipped", 0)
     if not _is_int(skipped) or skipped < 0:
         raise bad("nonfinite_skipped", "a non-negative integer")
-    return LoopState(next_epoch, next_step, partial, dict(best), skipped)
+    kept_best = state.get("kept_best", [])
+    if not isinstance(kept_best, list) or len(kept_best) > 1000 or not all(
+            isinstance(k, Mapping) and set(k) == {"epoch", "val_top1"} and _is_int(k["epoch"])
+            and 1 <= k["epoch"] < next_epoch and _is_number(k["val_top1"]) for k in kept_best):
+        raise bad("kept_best", f"a list of at most 1000 {{'epoch': ..., 'val_top1': ...}} of epochs below {next_epoch}")
+    prune = state.get("prune", [])
+    if not isinstance(prune, list) or len(prune) > 1001 or not all(_is_int(e) and 1 <= e < next_epoch for e in prune):
+        raise bad("prune", f"a list of epochs below {next_epoch}")
+    return LoopState(next_epoch, next_step, partial, dict(best), skipped, [dict(k) for k in kept_best], list(prune))
 
 
 def check_batch_size(state: Mapping[str, Any], path: Path, batch_size: int) -> None:
@@ -195,10 +220,12 @@ def checkpoint_bytes(cfg: Config, model: nn.Module) -> int:
 class RunCheckpoints:
     """The checkpoints of one run directory (``RUN/checkpoints``), written by rank 0 only."""
 
-    def __init__(self, run_dir: Path, ctx: DistContext) -> None:
+    def __init__(self, run_dir: Path, ctx: DistContext, *, fp16: bool = False) -> None:
+        """``fp16``: the run trains under fp16 autocast, whose overflow the failure messages then name."""
         self.run_dir = Path(run_dir)
         self.folder = self.run_dir / "checkpoints"
         self.ctx = ctx
+        self.fp16 = fp16
 
     @property
     def last(self) -> Path:
@@ -238,15 +265,38 @@ class RunCheckpoints:
             save_checkpoint(self.checked(state), path)
         return path
 
-    def save_epoch(self, checked_state: dict[str, Any], *, improved: bool) -> None:
-        """An epoch's checkpoints (rank 0): last.pt, then, when the epoch improved, its copy as best.pt. A
-        kill between the two is repaired on resume (``repair_best``)."""
+    def epoch_path(self, epoch: int) -> Path:
+        """Where an epoch's kept checkpoint is (train.keep_every, train.keep_best)."""
+        return self.folder / f"epoch_{epoch}.pt"
+
+    def save_epoch(self, checked_state: dict[str, Any], *, improved: bool, keep: bool = False) -> None:
+        """An epoch's checkpoints (rank 0): last.pt; then its copy as best.pt when the epoch improved, and as
+        epoch_<N>.pt when it is kept; then the epoch checkpoints last.pt's ``prune`` lists are deleted. Each
+        write is atomic; a kill between them is repaired on resume (``repair_best``, ``repair_kept``)."""
         if not self.ctx.is_main:
             return
         save_checkpoint(checked_state, self.last)
         if improved:
-            with open(self.last, "rb") as src:
-                atomic_write_bytes(self.folder / "best.pt", lambda f: shutil.copyfileobj(src, f))
+            self._copy_last(self.folder / "best.pt")
+        if keep:
+            self._copy_last(self.epoch_path(checked_state["next_epoch"] - 1))
+        for epoch in checked_state.get("prune", []):
+            self.epoch_path(epoch).unlink(missing_ok=True)
+
+    def _copy_last(self, path: Path) -> None:
+        with open(self.last, "rb") as src:
+            atomic_write_bytes(path, lambda f: shutil.copyfileobj(src, f))
+
+    def repair_kept(self, loop: LoopState, kept_every: Callable[[int], bool]) -> None:
+        """After a kill between an epoch's writes (rank 0): the epoch last.pt holds gets its epoch_<N>.pt if it
+        is kept and the file is missing, and the checkpoints last.pt says to prune are deleted."""
+        if not self.ctx.is_main:
+            return
+        finished = loop.next_epoch - 1 if not loop.next_step else 0
+        if finished >= 1 and loop.keeps(finished, kept_every) and not self.epoch_path(finished).is_file():
+            self._copy_last(self.epoch_path(finished))
+        for epoch in loop.prune:
+            self.epoch_path(epoch).unlink(missing_ok=True)
 
     # ---------------------------------------------------------------------------------- restoring
 
@@ -312,11 +362,18 @@ class RunCheckpoints:
     def diverged_message(self, bad: list[str]) -> str:
         shown = ", ".join(bad[:4]) + (" ..." if len(bad) > 4 else "")
         return (f"training diverged: non-finite values in {len(bad)} tensors of the model or optimizer ({shown}) "
-                f"although the loss stayed finite; {self.kept()}. Lower train.lr (or check the data) and resume.")
+                f"although the loss stayed finite; {self.kept()}. {self._advice('Lower train.lr (or check the data)')}"
+                " and resume.")
+
+    def _advice(self, usual: str) -> str:
+        if not self.fp16:
+            return usual
+        return ("With train.amp=fp16, values beyond fp16's range (65504) overflow: train with train.amp=bf16 (same "
+                f"range as float32) or off, or {usual[0].lower()}{usual[1:]},")
 
     def nonfinite_message(self, epoch: int, step: int, steps: int, skipped: int | None = None) -> str:
         """A non-finite loss at ``step`` (0-based) of ``epoch``; ``skipped``: after skipping that many."""
         extra = (f" after skipping {skipped} such steps (train.max_nonfinite_steps)" if skipped is not None else "")
+        advice = self._advice("Lower train.lr, check the data, or allow skipping with train.max_nonfinite_steps")
         return (f"non-finite loss at epoch {epoch}, step {step + 1} of {steps}{extra}; training stopped and "
-                f"{self.kept()}. Lower train.lr, check the data, or allow skipping with "
-                "train.max_nonfinite_steps.")
+                f"{self.kept()}. {advice.rstrip(',')}.")

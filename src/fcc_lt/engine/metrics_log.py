@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -68,8 +69,11 @@ class SinkWarning(UserWarning):
 class MetricsLog:
     """The epoch records of one run, written by the main process only."""
 
-    def __init__(self, run_dir: Path, cfg: Config, *, is_main: bool, resuming: bool = False) -> None:
+    def __init__(self, run_dir: Path, cfg: Config, *, is_main: bool, resuming: bool = False,
+                 echo: Callable[[str], None] | None = None) -> None:
+        """``echo``: where the epoch lines also go (the run's train.log)."""
         self.cfg = cfg
+        self.echo = echo
         self.is_main = is_main
         self.file = MetricsFile(run_dir)
         self.sinks: list[Any] = []
@@ -96,10 +100,13 @@ class MetricsLog:
     def log(self, record: dict[str, Any]) -> None:
         if not self.is_main:
             return
-        clean = MetricsFile.clean(record)
+        clean = {**MetricsFile.clean(record), "time": datetime.now().astimezone().isoformat(timespec="seconds")}
         self.file.append(clean)
         self._each_sink(lambda sink: sink.log(clean), f"logging epoch {clean.get('epoch')}")
-        tqdm.write(epoch_line(clean, self.cfg.train.epochs))
+        line = epoch_line(clean, self.cfg.train.epochs)
+        tqdm.write(line)
+        if self.echo is not None:
+            self.echo(line)
 
     def truncate(self, next_epoch: int) -> None:
         if self.is_main:

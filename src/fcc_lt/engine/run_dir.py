@@ -2,8 +2,9 @@
 
 Layout: ``config.yaml`` (the resolved config the run trains with, updated when a resume changes it),
 ``config_history.yaml`` (every such change: when, from which epoch, old and new values),
-``metrics.jsonl`` (one line per finished epoch), ``checkpoints/last.pt`` and ``best.pt``, ``eval.json``
-and confusion files, ``tensorboard/``; ``.lock`` is held while a process trains in it.
+``metrics.jsonl`` (one line per finished epoch), ``train.log`` (engine.run_log), ``checkpoints/last.pt``
+and ``best.pt`` (and ``epoch_<N>.pt`` with train.keep_every / keep_best), ``eval.json`` and confusion
+files, ``tensorboard/``; ``.lock`` is held while a process trains in it.
 """
 
 from __future__ import annotations
@@ -98,19 +99,21 @@ def record_resume_changes(run_dir: Path, cfg: Config, resumed_at: str) -> dict[s
     return changes
 
 
-def check_free_space(run_dir: Path, checkpoint_bytes: int) -> None:
+def check_free_space(run_dir: Path, checkpoint_bytes: int, kept: int = 0) -> None:
     """Refuse to start when the run directory's filesystem cannot hold a checkpoint next to the previous
-    one: found now, a full disk costs nothing; found at the end of epoch 1, it costs an epoch."""
+    one, and the ``kept`` epoch checkpoints asked for (train.keep_every, train.keep_best): found now, a
+    full disk costs nothing; found at the end of epoch 1, it costs an epoch."""
     from fcc_lt.util.errors import format_size
 
     try:
         free = shutil.disk_usage(run_dir).free
     except OSError:  # no usage figures (some network filesystems): the writes still report a full disk
         return
-    if free < 2 * checkpoint_bytes:
+    if free < (2 + kept) * checkpoint_bytes:
+        history = f", and train.keep_every / keep_best keep up to {kept} more" if kept else ""
         raise OutputError(f"{run_dir}: only {format_size(free)} free, but a checkpoint takes about "
-                          f"{format_size(checkpoint_bytes)} and is written next to the previous one; free some "
-                          "space or choose another out=...")
+                          f"{format_size(checkpoint_bytes)} and is written next to the previous one{history}; free "
+                          "some space or choose another out=...")
 
 
 class MetricsFile:

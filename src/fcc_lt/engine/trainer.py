@@ -10,9 +10,12 @@ in, so a stopped and resumed run ends with exactly the weights of one that ran s
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
-from collections.abc import Callable
+import sys
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +27,18 @@ from fcc_lt.data.build import build_eval_loader, build_splits, build_train_loade
 from fcc_lt.engine.build import build_method, build_optimizer, build_sampler, build_training_network, wrap_for_training
 from fcc_lt.engine.checkpoint import LoopState, RunCheckpoints, checkpoint_bytes
 from fcc_lt.engine.lr_schedule import learning_rate
-from fcc_lt.engine.meter import EpochMeter
+from fcc_lt.engine.meter import EpochMeter, EvalProgress
 from fcc_lt.engine.metrics_log import MetricsLog
 from fcc_lt.engine.run_dir import check_free_space, prepare_run_dir, record_resume_changes, write_config
+from fcc_lt.engine.run_log import RunLog, format_duration
 from fcc_lt.engine.signals import StopSignals, TrainingInterrupted
 from fcc_lt.engine.step import TrainingStep
 from fcc_lt.evaluation.evaluate import evaluate_to_files
 from fcc_lt.evaluation.passes import run_eval
 from fcc_lt.models.tau_norm import eval_view
 from fcc_lt.util.distributed import DistContext, barrier, broadcast_buffers, in_turns, setup
-from fcc_lt.util.errors import ConfigError, TrainingError
+from fcc_lt.util.errors import ConfigError, FccError, TrainingError
+from fcc_lt.util.files import read_input_text
 from fcc_lt.util.precision import autocast_dtype, grad_scaler
 from fcc_lt.util.run_lock import unlock_run_dir
 
@@ -62,8 +67,13 @@ class Trainer:
     """Builds every part of a run from its config and trains it; ``fit()`` returns the final eval."""
 
     def __init__(self, cfg: Config, *, resume: bool = False, overwrite: bool = False,
-                 ctx: DistContext | None = None) -> None:
+                 ctx: DistContext | None = None, notes: Sequence[str] = (), command: Sequence[str] | None = None
+                 ) -> None:
+        """``notes``: messages from before the run existed (the config's warnings), and ``command`` the command
+        line (this process's by default), for the run's train.log."""
         self.cfg = cfg
+        self.started = time.monotonic()
+        self.notes, self.command = list(notes), command
         self.ctx = ctx or setup(cfg.device)
         self.device = self.ctx.device
         t = cfg.train
@@ -90,6 +100,9 @@ class Trainer:
         directory this start created (config, empty folders), and the parents it created, are removed."""
         if hasattr(self, "metrics"):
             self.metrics.close("failed")
+        if hasattr(self, "run_log"):
+            self.run_log.line(f"error: the start failed: {sys.exc_info()[1]}")
+            self.run_log.close()
         unlock_run_dir(self.run_dir)
         if not (created and self.ctx.is_main):
             return
@@ -109,6 +122,8 @@ class Trainer:
             if not resume:
                 write_config(self.run_dir, cfg)
         barrier(self.ctx)
+        self.run_log = RunLog(self.run_dir, enabled=self.ctx.is_main)
+        self.run_log.open(self.device, self.command, notes=self.notes)
 
         # rank 0 first: a download or extraction happens once, and the other ranks find it done
         self.splits = in_turns(self.ctx, lambda: build_splits(cfg))
@@ -128,30 +143,32 @@ class Trainer:
         self.eval_loaders = {name: build_eval_loader(cfg, self.splits, self.splits.split(name), self.ctx)
                              for name in self.eval_splits}
 
-        self.optimizer = build_optimizer(cfg, self.model)
         self.amp_dtype = autocast_dtype(t.amp, self.device)
         self.scaler = grad_scaler(self.device, self.amp_dtype)
+        self.optimizer = build_optimizer(cfg, self.model, loss_scaling=self.scaler is not None)
         self.step = TrainingStep(cfg, self.ctx, self.forward, self.model, self.parts, self.optimizer, self.scaler,
                                  self.amp_dtype)
         if self.ctx.is_main:
-            check_free_space(self.run_dir, checkpoint_bytes(cfg, self.model))
+            kept = t.keep_best + (t.epochs // t.keep_every if t.keep_every else 0)
+            check_free_space(self.run_dir, checkpoint_bytes(cfg, self.model), kept=kept)
 
         self.loop = LoopState()
-        self.checkpoints = RunCheckpoints(self.run_dir, self.ctx)
+        self.checkpoints = RunCheckpoints(self.run_dir, self.ctx, fp16=self.amp_dtype is torch.float16)
         self.signals = StopSignals(self.ctx)
         self.step_callback: Callable[[Trainer, int, int], None] | None = None
-        self.metrics = MetricsLog(self.run_dir, cfg, is_main=self.ctx.is_main, resuming=resume)
+        self.metrics = MetricsLog(self.run_dir, cfg, is_main=self.ctx.is_main, resuming=resume, echo=self.run_log.line)
         if resume:
             if self.checkpoints.last.exists():
                 self.loop = self.checkpoints.restore(cfg=cfg, stats=self.stats, steps_per_epoch=self.steps_per_epoch,
                                                      model=self.model, optimizer=self.optimizer, scaler=self.scaler)
+                self.checkpoints.repair_kept(self.loop, self._kept_every)
                 self.metrics.truncate(self.loop.next_epoch)
             else:  # stopped before its first checkpoint: nothing was finished yet
                 if self.ctx.is_main:
                     log.info("%s has no checkpoint yet (stopped during its first epoch); starting at epoch 1",
                              self.run_dir)
                 self.metrics.truncate(1)
-            if self.ctx.is_main:
+            if self.ctx.is_main and not self._done():  # a finished run changes nothing (see fit)
                 at = f"epoch {self.loop.next_epoch}" + (f", step {self.loop.next_step}" if self.loop.next_step else "")
                 changes = record_resume_changes(self.run_dir, cfg, at)
                 if changes:
@@ -169,6 +186,10 @@ class Trainer:
             raise ConfigError(f"{key} needs a validation split, and {self.splits.name} has none: set "
                               "data.val_per_class > 0 (CIFAR) or data.val_json (image datasets), or use "
                               "eval.checkpoint=last / eval.split=test")
+        if self.splits.val is None and self.cfg.train.keep_best:
+            raise ConfigError(f"train.keep_best: {self.cfg.train.keep_best} keeps the best epochs by validation "
+                              f"top-1, and {self.splits.name} has no validation split: set data.val_per_class > 0 "
+                              "(CIFAR) or data.val_json (image datasets), or use train.keep_every")
 
     # ------------------------------------------------------------------------------ checkpointing
 
@@ -183,6 +204,11 @@ class Trainer:
 
     # --------------------------------------------------------------------------------------- loop
 
+    @property
+    def _show(self) -> bool:
+        """Whether this process shows progress (rank 0, train.progress)."""
+        return self.cfg.train.progress and self.ctx.is_main
+
     def steps_per_epoch(self, epoch: int) -> int:
         """The loader's steps, capped by ``train.max_steps_per_epoch`` (smoke runs)."""
         steps = self.train_loader.steps_per_epoch(epoch)
@@ -194,21 +220,62 @@ class Trainer:
         self.signals.request(*(() if signum is None else (signum,)))
 
     def fit(self) -> dict[str, Any]:
+        """Train the epochs left, evaluate, write eval.json; returns its content. A run already finished (its
+        last epoch trained and eval.json written) is said to be so, and its eval.json returned."""
         status = "failed"
         try:
+            finished = self._finished_result()
+            if finished is not None:
+                status = "finished"
+                return finished
             with self.signals.installed():
                 for epoch in range(self.loop.next_epoch, self.cfg.train.epochs + 1):
                     self._run_epoch(epoch)
             result = self.final_eval()
             self.metrics.final(result)
             status = "finished"
+            self._say_where_results_are(result)
             return result
         except TrainingInterrupted:
             status = "interrupted"
             raise
+        except FccError as err:
+            self.run_log.line(f"error: {err}")
+            raise
         finally:
             self.metrics.close(status)
+            self.run_log.close()
             unlock_run_dir(self.run_dir)
+
+    def _done(self) -> bool:
+        """Whether this resumed run has trained every epoch and written its eval.json."""
+        return (self.resuming and self.loop.next_epoch > self.cfg.train.epochs
+                and (self.run_dir / "eval.json").is_file())
+
+    def _finished_result(self) -> dict[str, Any] | None:
+        """eval.json of a resumed run that has nothing left to do, after saying so; None otherwise."""
+        eval_json = self.run_dir / "eval.json"
+        if not self._done():
+            return None
+        try:
+            result = json.loads(read_input_text(eval_json, "evaluation result (eval.json)"))
+        except (FccError, json.JSONDecodeError):
+            return None  # unreadable: the final evaluation is done again
+        if not isinstance(result, dict):
+            return None
+        if self.ctx.is_main:
+            log.info("%s is finished: %d epochs trained, evaluated in %s; nothing to do. `fcc eval %s` evaluates it "
+                     "again, `fcc train --resume %s train.epochs=N` trains it on to epoch N", self.run_dir,
+                     self.cfg.train.epochs, eval_json, self.run_dir, self.run_dir)
+        return result
+
+    def _say_where_results_are(self, result: dict[str, Any]) -> None:
+        if not self.ctx.is_main:
+            return
+        top1 = result.get("top1")
+        shown = f"top-1 {top1:.2f}% on {result.get('split', 'test')}, " if isinstance(top1, (int, float)) else ""
+        log.info("finished %s in %s: %s%s (metrics.jsonl, checkpoints/, train.log beside it)", self.run_dir,
+                 format_duration(time.monotonic() - self.started), shown, self.run_dir / "eval.json")
 
     def _set_lr(self, epoch: int) -> float:
         lr = learning_rate(epoch, self.cfg.train)
@@ -286,7 +353,8 @@ class Trainer:
             # what eval.json will report (tau-normalised with eval.tau_norm), so that best.pt is chosen on it
             model = eval_view(self.model, self.cfg.eval.tau_norm)
             for split, loader in self.eval_loaders.items():
-                tally = run_eval(model, loader, self.stats.num_classes, self.ctx, self.amp_dtype,
+                shown = EvalProgress(loader, f"epoch {epoch}: evaluating {split}", show=self._show)
+                tally = run_eval(model, shown, self.stats.num_classes, self.ctx, self.amp_dtype,
                                  max_batches=self.cfg.eval.max_batches)
                 seen = int(tally.total.sum())
                 record[f"{split}_top1"] = 100.0 * int(tally.top1.sum()) / seen if seen else None
@@ -306,15 +374,24 @@ class Trainer:
         (fcc_lt.engine.checkpoint.repair_best). Weights or statistics that are no longer finite stop the run
         here, before anything claims the epoch, so the checkpoint kept is the last good one.
         """
+        t, loop = self.cfg.train, self.loop
         val = record.get("val_top1")
-        improved = val is not None and (self.loop.best["val_top1"] is None or val > self.loop.best["val_top1"])
+        improved = val is not None and (loop.best["val_top1"] is None or val > loop.best["val_top1"])
         if improved:
-            self.loop.best = {"val_top1": val, "epoch": epoch}
+            loop.best = {"val_top1": val, "epoch": epoch}
+        loop.prune = []
+        if t.keep_best and val is not None:
+            loop.keep_best(epoch, val, t.keep_best, self._kept_every)
         if self.ctx.is_main:
             state = self.checkpoints.checked(self._state())
             self.metrics.log(record)
-            self.checkpoints.save_epoch(state, improved=improved)
+            self.checkpoints.save_epoch(state, improved=improved, keep=loop.keeps(epoch, self._kept_every))
         barrier(self.ctx)
+
+    def _kept_every(self, epoch: int) -> bool:
+        """Whether train.keep_every keeps this epoch's checkpoint."""
+        every = self.cfg.train.keep_every
+        return every is not None and epoch % every == 0
 
     def _interrupt(self, epoch: int, step: int, meter: EpochMeter) -> None:
         # totals over all ranks, so that the checkpoint resumes on any number of processes
@@ -337,5 +414,6 @@ class Trainer:
         info = {"checkpoint": str(path.relative_to(self.run_dir)), "epoch": epoch}
         loader = self.eval_loaders.get(split) or build_eval_loader(self.cfg, self.splits, self.splits.split(split),
                                                                   self.ctx)
+        loader = EvalProgress(loader, f"final evaluation: {split}", show=self._show)
         return evaluate_to_files(self.run_dir, self.cfg, self.model, self.stats, self.splits.class_names, loader,
                                  self.ctx, split=split, info=info, amp_dtype=self.amp_dtype)

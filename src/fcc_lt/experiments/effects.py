@@ -19,7 +19,7 @@ from typing import Any
 IGNORED_KEYS = frozenset({
     "out", "device", "data.root", "data.image_root", "data.download", "data.workers", "data.prefetch",
     "data.loader", "data.preload_max_mb", "train.progress", "train.log_every", "train.tensorboard",
-    "eval.batch_size", "eval.confusion_png_max_classes",
+    "train.keep_every", "train.keep_best", "eval.batch_size", "eval.confusion_png_max_classes",
     # speed settings: how fast the same computation runs (compiled or not, memory format, precision)
     "train.compile", "train.compile_mode", "train.channels_last", "train.amp",
     "train.tracker", "train.tracker_uri", "train.tracker_project",
