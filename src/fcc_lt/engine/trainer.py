@@ -296,7 +296,7 @@ class Trainer:
         self._train_mode()
         start = loop.next_step if epoch == loop.next_epoch else 0
         steps = self.steps_per_epoch(epoch)
-        meter = self.meter = EpochMeter(self.ctx, epoch, t.epochs, steps, start, loop.partial, show=t.progress, lr=lr)
+        meter = EpochMeter(self.ctx, epoch, t.epochs, steps, start, loop.partial, show=t.progress, lr=lr)
         batches = self.train_loader.epoch(epoch, start)
         try:
             for step in range(start, steps):
