@@ -155,3 +155,21 @@ def test_the_end_of_training_says_where_results_are_and_a_finished_run_is_not_re
     assert {name: (out / name).read_bytes() for name in before} == before  # config.yaml records no change
     assert not (out / "config_history.yaml").exists()
     assert "is finished: 2 epochs trained" in log_lines(out)[-1]
+
+
+def test_a_resume_reads_metrics_jsonl_within_bounds(tmp_path):
+    """metrics.jsonl is read back on resume (to drop the epochs trained again); a FIFO or a file over the cap in
+    its place is an error naming it, not a hang or a read of gigabytes."""
+    import os
+
+    from fcc_lt.engine.run_dir import MetricsFile
+    from fcc_lt.util.errors import OutputError
+
+    metrics = MetricsFile(tmp_path)
+    metrics.path.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3, "cut sh', encoding="utf-8")
+    metrics.truncate(3)
+    assert metrics.path.read_text(encoding="utf-8") == '{"epoch": 1}\n{"epoch": 2}\n'
+    metrics.path.unlink()
+    os.mkfifo(metrics.path)
+    with pytest.raises(OutputError, match=r"metrics\.jsonl: cannot read metrics file: .*not a regular file"):
+        metrics.truncate(1)

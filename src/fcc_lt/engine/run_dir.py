@@ -20,7 +20,7 @@ import yaml
 
 from fcc_lt.config.schema import Config, flat_keys
 from fcc_lt.util.errors import OutputError
-from fcc_lt.util.files import atomic_write_text, remove_stale_temps
+from fcc_lt.util.files import atomic_write_text, read_input, remove_stale_temps
 from fcc_lt.util.run_lock import lock_run_dir
 
 RESULT_FILES = ("metrics.jsonl", "eval.json", "confusion.csv", "confusion.png", "config_history.yaml")
@@ -139,7 +139,10 @@ class MetricsFile:
         if not self.path.exists():
             return
         kept = []
-        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+        # the run's own file, but read within bounds like any file in a run folder (a FIFO or a file grown to
+        # gigabytes is an error naming it, not a hang)
+        text = read_input(self.path, "metrics file", OutputError).decode("utf-8", errors="replace")
+        for line in text.splitlines():
             try:
                 if json.loads(line).get("epoch", 0) < next_epoch:
                     kept.append(line)

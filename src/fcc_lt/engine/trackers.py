@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from fcc_lt.config.schema import Config, flat_keys
-from fcc_lt.util.errors import ConfigError
-from fcc_lt.util.files import atomic_write_text
+from fcc_lt.util.errors import ConfigError, FccError
+from fcc_lt.util.files import atomic_write_text, read_input
 
 FINAL_KEYS = ("top1", "top5", "mean_class", "many", "medium", "few")
 
@@ -47,8 +47,10 @@ class _IdFile:
 
     def read(self) -> str | None:
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+            if not self.path.exists():
+                return None
+            data = json.loads(read_input(self.path, "tracker id file", max_bytes=1 << 20))
+        except (FccError, json.JSONDecodeError, UnicodeDecodeError):
             return None
         return data.get("run_id") if isinstance(data, dict) and data.get("tracker") == self.kind else None
 
