@@ -212,7 +212,7 @@ def test_feature_cluster_statistics_are_reported(tmp_path: Path) -> None:
     many = data["fcc_effect"][0]["metrics"]["spread_ratio_many"]
     assert many["mean"] == pytest.approx(((0.6 - 0.8) + (0.5 - 0.9)) / 2)
     text = table([tmp_path])
-    assert "## Feature clusters" in text and "| 1.017 ± 0.02357 |" in text
+    assert "## Feature clusters" in text and "| 1.017 ± 0.024 |" in text
     rows = list(csv.DictReader(io.StringIO(table([tmp_path], fmt="csv"))))
     ratio = next(r for r in rows if r["section"] == "group" and r["metric"] == "spread_ratio")
     assert (ratio["mean"], ratio["sd"]) == ("1.017", "0.02357")  # four significant digits, as the table

@@ -80,3 +80,16 @@ def test_missing_values_are_left_out_and_one_value_has_no_interval() -> None:
     assert (one.n, one.mean, one.sd, one.low, one.high) == (1, 71.5, None, None, None)
     assert t_interval([]).as_dict() == {"n": 0, "mean": None, "sd": None, "ci_low": None, "ci_high": None,
                                         "level": 0.95}
+
+
+def test_a_spread_is_written_with_the_decimals_of_its_mean() -> None:
+    """Ratios and margins get four significant digits on the mean and as many decimals on the sd and the interval
+    (not '1.005 ± 0.002407' or '0.8 ± 1.36e-16'); accuracies two decimals."""
+    from fcc_lt.experiments.report.cells import diff_ci, mean_sd
+    from fcc_lt.experiments.statistics import Interval
+
+    assert mean_sd(Interval(n=3, mean=1.005, sd=0.002407, low=None, high=None), "norm_ratio") == "1.005 ± 0.002"
+    assert mean_sd(Interval(n=3, mean=0.8, sd=1.36e-16, low=None, high=None), "best_scale") == "0.8000 ± 0.0000"
+    assert diff_ci(Interval(n=3, mean=-0.06155, sd=0.01, low=-0.0974, high=-0.02569), "margin") == (
+        "-0.06155 [-0.09740, -0.02569]")
+    assert mean_sd(Interval(n=3, mean=49.3123, sd=1.234, low=None, high=None), "top1") == "49.31 ± 1.23"
