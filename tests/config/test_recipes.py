@@ -130,3 +130,24 @@ def test_a_shipped_recipe_copied_with_fcc_config_loads_back(overrides: list[str]
     assert copy.to_dict() == original.to_dict()
     if overrides:
         assert (copy.train.milestones, copy.fcc.gamma, copy.loss.params["drw_start_epoch"]) == ([25, 28], 0.25, 7)
+
+
+def test_messages_name_a_shipped_config_by_its_recipe_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """The rescaling note of a shipped recipe names cifar10_lt/ce_fcc_if100, not a path inside site-packages; a
+    user's file is named by its path."""
+    import logging
+
+    from fcc_lt.config.load import load_config
+
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.INFO, logger="fcc"):
+        load_config("cifar10_lt/ce_fcc_if100", ["train.epochs=20"])
+    assert "200-epoch schedule of cifar10_lt/ce_fcc_if100; rescaled" in caplog.text
+    assert "site-packages" not in caplog.text and "/configs/" not in caplog.text
+    own = tmp_path / "mine.yaml"
+    own.write_text("base: cifar10_lt/ce_fcc_if100\n", encoding="utf-8")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="fcc"):
+        load_config(str(own), ["train.epochs=20"])
+    assert f"schedule of {own}; rescaled" in caplog.text

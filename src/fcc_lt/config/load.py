@@ -1,6 +1,7 @@
 """Loading a config: YAML files with their ``base:`` chains, ``key.sub=value`` overrides, type coercion.
 
-A file may start from others with ``base: other.yaml`` (or a list), resolved relative to the file;
+A file may start from others with ``base: other.yaml`` (or a list), resolved relative to the file (or, when
+no such file is there, a shipped config's name such as ``cifar10_lt/ce_fcc_if100``);
 later files and then command-line overrides win. Unknown keys and wrong types are errors that name the
 key (and the override that set it) and suggest the nearest valid one. ``load_config`` then rescales
 the schedule (``fcc_lt.config.schedule``) and validates (``fcc_lt.config.validate``).
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import re
 import typing
 from collections.abc import Mapping, Sequence
@@ -18,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from fcc_lt.config.recipes import resolve_config
+from fcc_lt.config.recipes import resolve_config, shipped_config, shown_name
 from fcc_lt.config.schedule import _schedule_length, rescale_schedule
 from fcc_lt.config.schema import PATH_KEYS, Config, _hints, _is_section, all_keys, flat_keys
 from fcc_lt.config.validate import validate
@@ -190,7 +192,10 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = (), sources: dict[str, str] 
     merged: dict[str, Any] = {}
     for base in bases:
         base_sources: dict[str, str] | None = {} if sources is not None else None
-        base_data = read_yaml(path.parent / base, (*_seen, resolved), base_sources)
+        base_path = path.parent / base
+        if not os.path.lexists(base_path):  # a file beside this one wins; else a shipped config's name
+            base_path = shipped_config(base) or base_path
+        base_data = read_yaml(base_path, (*_seen, resolved), base_sources)
         base_data.pop("out", None)
         merged = deep_merge(merged, base_data)
         if sources is not None and base_sources is not None:
@@ -257,7 +262,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     if changed:
         shown = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
         log.info("train.epochs=%d differs from the %d-epoch schedule of %s; rescaled: %s",
-                 cfg.train.epochs, _schedule_length(raw), source, shown)
+                 cfg.train.epochs, _schedule_length(raw), shown_name(Path(path)) if path is not None else source, shown)
     check_paths(cfg)
     validate(cfg)
     return cfg

@@ -53,6 +53,16 @@ def shipped_sweeps() -> dict[str, Path]:
     return _names(SWEEPS)
 
 
+def shown_name(path: Path) -> str:
+    """How messages name a config file: a shipped one by its recipe name (``cifar10_lt/ce_fcc_if100``: the path
+    inside an installed package means nothing to a user), any other by its path."""
+    try:
+        inside = Path(path).resolve().relative_to(RECIPES)
+    except (OSError, ValueError):
+        return str(path)
+    return inside.as_posix().removesuffix(".yaml")
+
+
 def title(path: Path) -> str:
     """A recipe's one-line description: its first comment line (before any key)."""
     try:
