@@ -151,3 +151,13 @@ def test_messages_name_a_shipped_config_by_its_recipe_name(tmp_path: Path, monke
     with caplog.at_level(logging.INFO, logger="fcc"):
         load_config(str(own), ["train.epochs=20"])
     assert f"schedule of {own}; rescaled" in caplog.text
+
+
+def test_zero_epochs_is_refused_before_any_note_about_rescaling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.INFO, logger="fcc"), pytest.raises(ConfigError, match=r"train\.epochs: expected an"):
+        load_config("cifar10_lt/ce_fcc_if100", ["train.epochs=0"])
+    assert "rescaled" not in caplog.text and "too short" not in caplog.text

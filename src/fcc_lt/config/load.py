@@ -25,7 +25,7 @@ from fcc_lt.config.schedule import _schedule_length, rescale_schedule
 from fcc_lt.config.schema import PATH_KEYS, Config, _hints, _is_section, all_keys, flat_keys
 from fcc_lt.config.validate import validate
 from fcc_lt.util import files
-from fcc_lt.util.errors import ConfigError, path_problem, short_repr
+from fcc_lt.util.errors import ConfigError, path_problem, require, short_repr
 from fcc_lt.util.files import read_input_text
 from fcc_lt.util.typecheck import check_config_size, coerce, suggest
 
@@ -258,6 +258,8 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     cfg = from_dict(raw, source)
     if cfg.out is None:
         cfg.out = str(Path("runs") / (Path(path).stem if path is not None else "default"))
+    # the one check rescaling depends on, before it says anything about a schedule of 0 epochs
+    require(cfg.train.epochs >= 1, "train.epochs", "an integer >= 1", cfg.train.epochs)
     changed = rescale_schedule(cfg, set(raw.origins))
     if changed:
         shown = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
