@@ -114,12 +114,17 @@ def test_every_figure_fits_a_page_and_nothing_falls_outside(tmp_path: Path, draw
 
     # per-class and cluster figures: with and without FCC of one method share a colour, and their legend
     # entries differ in marker (filled circle with FCC, hollow square without), not only in dash
-    for stem in ("per_class_accuracy", "feature_clusters"):
+    for stem in ("per_class_accuracy", "feature_clusters", "margins", "scale_sweep"):
         (legend,) = drawn[stem].legends
         entries = dict(zip([t.get_text() for t in legend.get_texts()], legend.legend_handles))
         with_fcc = next(h for t, h in entries.items() if "FCC" in t)
         without = next(h for t, h in entries.items() if "FCC" not in t)
         assert with_fcc.get_color() == without.get_color() and marker_of(with_fcc) != marker_of(without)
+
+    # the scale sweep's b = 0 lines carry their group's marker, so that each belongs to a group
+    zero_bias = [line for line in drawn["scale_sweep"].axes[0].get_lines() if line.get_linestyle() == ":"
+                 and line.get_marker() not in ("None", "", None)]
+    assert len({marker_of(line) for line in zero_bias}) == 2
 
     # training curves: entries named by method and seed, integer epochs, the LR drawn as steps
     fig = drawn["training_curves"]

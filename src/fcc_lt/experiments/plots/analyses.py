@@ -12,6 +12,7 @@ from fcc_lt.experiments.plots.style import (
     MAX_WIDTH,
     MIN_WIDTH,
     group_labels,
+    group_markers,
     group_styles,
     legend_below,
     legend_height,
@@ -54,17 +55,23 @@ def _mean_band(curves: Sequence[Sequence[float | None]]) -> tuple[list[float | N
     return [mean(p) for p in points], [sample_sd(p) or 0.0 for p in points]
 
 
-def _styled(groups: Sequence[Group]) -> list[tuple[str, Any, str]]:
-    return [(label, color, ls) for label, (color, ls) in zip(group_labels(groups), group_styles(groups))]
+def _styled(groups: Sequence[Group]) -> list[tuple[str, Any, str, dict[str, Any]]]:
+    """(label, colour, dash, marker) per group: with and without FCC differ in dash and marker (a filled circle,
+    a hollow square), so that they are told apart in print and the b = 0 lines belong to their group."""
+    styles = group_styles(groups)
+    markers = group_markers(groups, [color for color, _ in styles])
+    return [(label, color, ls, {**marker, "markersize": 3.5})
+            for label, (color, ls), marker in zip(group_labels(groups), styles, markers)]
 
 
 def _line(ax: Any, xs: Sequence[float], ys: Sequence[float | None], sds: Sequence[float], color: Any, ls: str,
-          label: str | None, band: bool) -> None:
+          label: str | None, band: bool, marker: dict[str, Any], linewidth: float | None = None) -> None:
     keep = [(x, y, s) for x, y, s in zip(xs, ys, sds) if y is not None]
     if not keep:
         return
     x, y, s = (list(v) for v in zip(*keep))
-    ax.plot(x, y, linestyle=ls, color=color, label=label)
+    ax.plot(x, y, linestyle=ls, color=color, label=label, markevery=max(1, len(x) // 6), linewidth=linewidth,
+            **marker)
     if band:
         ax.fill_between(x, [a - b for a, b in zip(y, s)], [a + b for a, b in zip(y, s)], color=color, alpha=0.15,
                         linewidth=0)
@@ -82,14 +89,14 @@ def plot_margins(groups: Sequence[Group], out_dir: Path, stem: str = "margins") 
                                                     for _, data in series for d in data)]
     styles = _styled([g for g, _ in series])
     with paper_style():
-        labels = [label for label, _, _ in styles]
+        labels = [label for label, _, _, _ in styles]
         width = min(max(MIN_WIDTH, 2.4 * len(present) + 0.6), MAX_WIDTH)
         fig = new_figure(width, 2.3 * len(kinds) + 0.5 + legend_height(labels, width))
         axes = fig.subplots(len(kinds), len(present), squeeze=False)
         for row, kind in enumerate(kinds):
             for col, shot in enumerate(present):
                 ax = axes[row][col]
-                for (_, data), (label, color, ls) in zip(series, styles):
+                for (_, data), (label, color, ls, marker) in zip(series, styles):
                     curves = [d["margins"][kind]["percentiles"].get(shot) for d in data
                               if "percentiles" in d["margins"].get(kind, {})]
                     curves = [c for c in curves if c]
@@ -99,7 +106,8 @@ def plot_margins(groups: Sequence[Group], out_dir: Path, stem: str = "margins") 
                     ms, _ = _mean_band(curves)
                     keep = [(m, p / 100) for m, p in zip(ms, at) if m is not None]
                     ax.plot([m for m, _ in keep], [p for _, p in keep], linestyle=ls, color=color,
-                            label=label if row == 0 and col == 0 else None)
+                            label=label if row == 0 and col == 0 else None, markevery=max(1, len(keep) // 6),
+                            **marker)
                 ax.axvline(0.0, color="0.5", linestyle=":", linewidth=0.8)
                 ax.set_title(f"{shot}-shot classes" if row == 0 else "")
                 ax.set_xlabel("logit margin" if kind == "logit" else "geometric margin (feature units)")
@@ -124,7 +132,7 @@ def plot_scale_sweep(groups: Sequence[Group], out_dir: Path, stem: str = "scale_
     with paper_style():
         import math
 
-        labels = [label for label, _, _ in styles]
+        labels = [label for label, _, _, _ in styles]
         ncols = min(len(panels), 2)  # two panels a row: four side by side would not fit a page
         nrows = math.ceil(len(panels) / ncols)
         width = MIN_WIDTH if ncols == 1 else MAX_WIDTH
@@ -133,17 +141,17 @@ def plot_scale_sweep(groups: Sequence[Group], out_dir: Path, stem: str = "scale_
         for ax in axes[len(panels):]:
             ax.set_visible(False)
         for ax, key in zip(axes, panels):
-            for (_, data), (label, color, ls) in zip(series, styles):
+            for (_, data), (label, color, ls, marker) in zip(series, styles):
                 scales = data[0]["scale_sweep"]["scales"]
                 ms, sds = _mean_band([d["scale_sweep"]["with_bias"][key] for d in data])
-                _line(ax, scales, ms, sds, color, ls, label if key == "top1" else None, len(data) > 1)
+                _line(ax, scales, ms, sds, color, ls, label if key == "top1" else None, len(data) > 1, marker)
                 flat, _ = _mean_band([d["scale_sweep"]["zero_bias"][key] for d in data])
-                _line(ax, scales, flat, [0.0] * len(flat), color, ":", None, False)
+                _line(ax, scales, flat, [0.0] * len(flat), color, ":", None, False, marker, linewidth=0.9)
             ax.axvline(1.0, color="0.5", linestyle=":", linewidth=0.8)
             ax.set_xlabel("factor s on every test feature")
             ax.set_title("top-1" if key == "top1" else f"{key}-shot classes")
             ax.set_ylabel("test accuracy (%)")
-        fig.suptitle("Accuracy against a common feature scale (dotted: bias set to zero)")
+        fig.suptitle("Accuracy against a common feature scale (thin dotted, same marker: bias set to zero)")
         handles, shown = axes[0].get_legend_handles_labels()
         legend_below(fig, handles, shown, width)
         return save_figure(fig, out_dir, stem)
