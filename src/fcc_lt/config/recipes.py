@@ -54,13 +54,15 @@ def shipped_sweeps() -> dict[str, Path]:
 
 
 def shown_name(path: Path) -> str:
-    """How messages name a config file: a shipped one by its recipe name (``cifar10_lt/ce_fcc_if100``: the path
-    inside an installed package means nothing to a user), any other by its path."""
-    try:
-        inside = Path(path).resolve().relative_to(RECIPES)
-    except (OSError, ValueError):
-        return str(path)
-    return inside.as_posix().removesuffix(".yaml")
+    """How messages name a config or sweep file: a shipped one by its recipe name (``cifar10_lt/ce_fcc_if100``,
+    ``cifar10_lt_ce_vs_fcc``: the path inside an installed package means nothing to a user), any other by its
+    path."""
+    for root in (SWEEPS, RECIPES):
+        try:
+            return Path(path).resolve().relative_to(root).as_posix().removesuffix(".yaml")
+        except (OSError, ValueError):
+            continue
+    return str(path)
 
 
 def title(path: Path) -> str:

@@ -13,8 +13,10 @@ import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
+from fcc_lt.config.recipes import shown_name
 from fcc_lt.experiments.run_folder import last_epoch
 
 _REDRAW_S = 0.5
@@ -215,7 +217,8 @@ def _plan_counts(planned: list[Any]) -> str:
 def print_plan(spec: Any, planned: list[Any], notes: list[str], stream: TextIO, *, commands: bool,
                interactive: bool = False) -> None:
     """The sweep's runs and what will happen to each (with --dry-run, also the command of each)."""
-    stream.write(f"sweep {spec.out} ({spec.path}): {len(planned)} run(s): {_plan_counts(planned)}\n")
+    stream.write(f"sweep {spec.out} ({shown_name(Path(spec.path))}): {len(planned)} run(s): "
+                 f"{_plan_counts(planned)}\n")
     for note in notes:
         stream.write(f"note: {note}\n")
     if not interactive:
