@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Shortened-schedule CIFAR-10-LT (IF 100) runs on the real CIFAR-10 (JPEG re-encoded, see
-# ../shared/data/README.md), each method with and without FCC, the two of a pair side by side with one
+# Shortened-schedule CIFAR-10-LT (IF 100) runs on the real CIFAR-10 (ROOT, default data/cifar10-real: the official
+# download, which fcc fetches when it is missing, or a JPEG re-encoded copy from benchmarks/cifar_from_jpeg.py), each method with and without FCC, the two of a pair side by side with one
 # thread each. Results: `fcc report runs/real/*` (docs/results.md records them).
 #
 #   bash benchmarks/cifar10_lt_real.sh [EPOCHS] [METHOD ...]      e.g. 30 ce bsce_drw ldam_drw
@@ -12,8 +12,7 @@ epochs=${1:-30}
 shift || true
 methods=("${@:-ce bsce_drw ldam_drw drs_balanced remix}")
 read -r -a methods <<<"${methods[*]}"
-root=data/cifar10-real
-[ -d "$root/cifar-10-batches-py" ] || python ../shared/data/make_cifar10.py "$root"
+root=${ROOT:-data/cifar10-real}
 mkdir -p runs/real
 for m in "${methods[@]}"; do
   for variant in "${m}_if100" "${m}_fcc_if100"; do

@@ -74,7 +74,9 @@ def main() -> None:
     data_root = args.data_root.resolve()
     extra = [*args.extra, *([f"train.max_steps_per_epoch={args.steps}", "eval.max_batches=1"] if args.steps else [])]
     if not (data_root / "cifar-10-batches-py").is_dir():
-        raise SystemExit(f"{data_root}: no cifar-10-batches-py (python ../shared/data/make_cifar10.py {data_root})")
+        raise SystemExit(f"{data_root}: no cifar-10-batches-py; put the official CIFAR-10 there (`fcc train "
+                         f"cifar10_lt/ce_if100 --smoke data.root={data_root}` downloads it) or build it from a JPEG "
+                         "archive with benchmarks/cifar_from_jpeg.py")
     with tempfile.TemporaryDirectory() as tmp:
         old_tree = Path(tmp) / "old"
         added = subprocess.run(["git", "worktree", "add", "--detach", "-f", str(old_tree), args.old], cwd=ROOT,

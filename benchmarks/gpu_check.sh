@@ -39,7 +39,7 @@ W=local/gpu_runs
 DATA=local/gpu_data
 
 if [ ! -f "$ARCHIVE" ]; then
-  echo "gpu_check: $ARCHIVE not found. Copy the CIFAR-10 JPEG archive there first (cp ../shared/data/cifar10-jpeg.tar.gz local/;" >&2
+  echo "gpu_check: $ARCHIVE not found. Copy a CIFAR-10 JPEG archive there first (train/<class>/*.jpg, test/<class>/*.jpg;" >&2
   echo "  local/ is git-ignored, so with the device tool name it in carry: [\"local\"]), or set ARCHIVE=PATH." >&2
   exit 2
 fi
