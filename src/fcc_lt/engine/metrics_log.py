@@ -14,19 +14,13 @@ import warnings
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from tqdm import tqdm
 
 from fcc_lt.config.schema import Config
 from fcc_lt.engine.run_dir import MetricsFile
 from fcc_lt.util.errors import ConfigError
-
-
-class Sink(Protocol):
-    def log(self, record: dict[str, Any]) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def _fmt(value: float | None, spec: str) -> str:
