@@ -106,8 +106,8 @@ def test_fcc_configs_sweeps_and_fcc_sweep_by_name(tmp_path: Path, monkeypatch: p
     assert resolve_sweep("cifar10_lt_ce_vs_fcc.yaml") == PACKAGE / "configs" / "sweeps" / "cifar10_lt_ce_vs_fcc.yaml"
     assert main(["sweep", "cifar10_lt_ce_vs_fcc", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "6 run(s)" in out and "ce_fcc_if100__seed2" in out
-    assert "(cifar10_lt_ce_vs_fcc): 6 run(s)" in out and "/configs/" not in out  # named, not a package path
+    assert "8 run(s)" in out and "ce_fcc_if100__seed3" in out
+    assert "(cifar10_lt_ce_vs_fcc): 8 run(s)" in out and "/configs/" not in out  # named, not a package path
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.pt"))
     assert main(["sweep", "cifar10_lt_ce_vs_fc", "--dry-run"]) == 2
     assert "did you mean 'cifar10_lt_ce_vs_fcc'?" in capsys.readouterr().err

@@ -142,3 +142,22 @@ def test_every_figure_fits_a_page_and_nothing_falls_outside(tmp_path: Path, draw
         assert not any(ax.texts for ax in fig.axes)
         class_legend = next(leg for leg in fig.legends if leg.get_title().get_text())
         assert class_legend.get_texts()[0].get_text() == "class_0 (501)"
+
+
+def test_fcc_in_this_stage_in_the_first_stage_only_and_nowhere_look_different() -> None:
+    """cRT on an FCC backbone (FCC only in the stage it starts from) and cRT + FCC (FCC in its own stage too)
+    are different experiments: they share the method's colour but not the dash and marker."""
+    from types import SimpleNamespace
+
+    from fcc_lt.experiments.plots.style import group_markers, group_styles
+
+    def group(here: bool, chain: bool) -> Any:
+        run = SimpleNamespace(fcc_here=here, fcc_on=here or chain, method_key=lambda: frozenset({("m", "crt")}))
+        return SimpleNamespace(runs=[run])
+
+    groups = [group(True, True), group(False, True), group(False, False)]
+    styles = group_styles(groups)
+    markers = group_markers(groups, [c for c, _ in styles])
+    assert len({c for c, _ in styles}) == 1
+    assert [ls for _, ls in styles] == ["-", "-.", "--"]
+    assert len({(m["marker"], str(m["markerfacecolor"])) for m in markers}) == 3

@@ -658,7 +658,7 @@ def test_slurm_executor_watches_its_jobs_to_the_end(workdir: Path, cifar10_root:
     assert "--gpus-per-node" not in (fake_slurm / "submitted.sh").read_text()
 
 
-def test_the_shipped_evidence_spec_is_ce_against_ce_fcc_over_three_seeds(monkeypatch: pytest.MonkeyPatch,
+def test_the_shipped_evidence_spec_is_ce_against_ce_fcc_over_four_seeds(monkeypatch: pytest.MonkeyPatch,
                                                                         tmp_path: Path) -> None:
     """The shipped spec cifar10_lt_ce_vs_fcc (docs/results.md) expands, by name from any folder (a user's,
     outside any checkout), into CE / CE+FCC pairs on CIFAR-10-LT IF 100 that differ only in FCC and share
@@ -671,8 +671,9 @@ def test_the_shipped_evidence_spec_is_ce_against_ce_fcc_over_three_seeds(monkeyp
     runs = sweep.expand(load_spec(spec))
     assert {r.resolved["data"]["root"] for r in runs} == {"data"}
     assert sorted(r.name for r in runs) == sorted(f"{c}__seed{s}" for c in ("ce_if100", "ce_fcc_if100")
-                                                  for s in (0, 1, 2))
-    for seed in (0, 1, 2):
+                                                  for s in (0, 1, 2, 3))
+    assert {r.resolved["data"]["val_per_class"] for r in runs} == {50}  # fcc analyze's logit adjustment
+    for seed in (0, 1, 2, 3):
         ce, fcc = (next(r.resolved for r in runs if r.name == f"{c}__seed{seed}") for c in ("ce_if100", "ce_fcc_if100"))
         assert (ce["seed"], ce["data"]["dataset"], ce["data"]["imbalance_factor"]) == (seed, "cifar10", 100)
         assert (ce["fcc"]["enabled"], fcc["fcc"]["enabled"]) == (False, True)

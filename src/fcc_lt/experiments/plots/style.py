@@ -86,13 +86,22 @@ def run_labels(run_dirs: Sequence[Path]) -> list[str]:
     return [n if names.count(n) == 1 else str(r) for n, r in zip(names, run_dirs)]
 
 
+def _fcc_place(group: Group) -> str:
+    """'here' (FCC in the group's own stage), 'earlier' (only in the run it starts from: a second stage on an
+    FCC backbone) or 'none'."""
+    run = group.runs[0]
+    return "here" if run.fcc_here else "earlier" if run.fcc_on else "none"
+
+
 def group_styles(groups: Sequence[Group]) -> list[tuple[Any, str]]:
-    """A colour per method (with and without FCC share it), solid with FCC, dashed without."""
+    """A colour per method (with and without FCC share it), solid with FCC in the run's own stage, dash-dot
+    with FCC only in the stage it starts from, dashed without."""
     methods: dict[Any, int] = {}
     for g in groups:
         methods.setdefault(g.runs[0].method_key(), len(methods))
     palette = colors(len(methods))
-    return [(palette[methods[g.runs[0].method_key()]], "-" if g.runs[0].fcc_on else "--") for g in groups]
+    dash = {"here": "-", "earlier": "-.", "none": "--"}
+    return [(palette[methods[g.runs[0].method_key()]], dash[_fcc_place(g)]) for g in groups]
 
 
 def group_labels(groups: Sequence[Group]) -> list[str]:
@@ -114,9 +123,11 @@ def group_labels(groups: Sequence[Group]) -> list[str]:
 
 def group_markers(groups: Sequence[Group], colours: Sequence[Any]) -> list[dict[str, Any]]:
     """Markers that tell with from without FCC apart at print size, where colour and dash alone may not: a
-    filled circle with FCC, a hollow square without."""
-    return [{"marker": "o", "markerfacecolor": c, "markeredgecolor": c} if g.runs[0].fcc_on else
-            {"marker": "s", "markerfacecolor": "white", "markeredgecolor": c} for g, c in zip(groups, colours)]
+    filled circle with FCC in the run's own stage, a filled triangle with FCC only in the stage it starts
+    from, a hollow square without."""
+    marker = {"here": "o", "earlier": "^", "none": "s"}
+    return [{"marker": marker[place], "markerfacecolor": "white" if place == "none" else c, "markeredgecolor": c}
+            for place, c in zip((_fcc_place(g) for g in groups), colours)]
 
 
 def legend_layout(labels: Sequence[str], width: float) -> tuple[list[str], int, int]:

@@ -245,6 +245,11 @@ class ReportRun:
         """FCC in this run or in a run it starts from (a cRT stage on an FCC-trained backbone is 'with FCC')."""
         return any(k.endswith("fcc.enabled") and is_fcc_key(k) and v == "true" for k, v in self.identity.items())
 
+    @property
+    def fcc_here(self) -> bool:
+        """FCC in this run's own stage (not only in the run it starts from)."""
+        return self.identity.get("fcc.enabled") == "true"
+
     def group_key(self) -> frozenset[tuple[str, str]]:
         """What a group shares: everything but the seeds (its own and those of the runs it starts from)."""
         return frozenset((k, v) for k, v in self.identity.items() if not is_seed_key(k))
