@@ -93,3 +93,6 @@ def test_a_spread_is_written_with_the_decimals_of_its_mean() -> None:
     assert diff_ci(Interval(n=3, mean=-0.06155, sd=0.01, low=-0.0974, high=-0.02569), "margin") == (
         "-0.06155 [-0.09740, -0.02569]")
     assert mean_sd(Interval(n=3, mean=49.3123, sd=1.234, low=None, high=None), "top1") == "49.31 ± 1.23"
+    # a value far outside the usual range keeps four significant digits instead of hundreds of digits
+    assert mean_sd(Interval(n=2, mean=1e200, sd=3e199, low=None, high=None), "feature_norm") == "1e+200 ± 3e+199"
+    assert mean_sd(Interval(n=2, mean=0.0, sd=0.0, low=None, high=None), "margin") == "0 ± 0"

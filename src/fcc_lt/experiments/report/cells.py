@@ -31,8 +31,8 @@ def _shared_spec(mean: float, metric: str) -> str:
     four significant digits (at most 6)."""
     if _digits(metric) == ".2f":
         return ".2f"
-    if mean == 0 or not math.isfinite(mean):
-        return ".4f"
+    if not 1e-4 <= abs(mean) < 1e5:  # zero, tiny, huge or not finite: fixed decimals would print 0.0000 or 200 digits
+        return ".4g"
     return f".{min(6, max(0, 3 - math.floor(math.log10(abs(mean)))))}f"
 
 
