@@ -157,3 +157,19 @@ def test_the_cluster_statistics_are_not_described_as_what_fcc_lowers(tmp_path: P
     make_run(tmp_path / "a", features=features_json([1.0, 1.2, 1.4], [5.0, 4.0, 3.0], [500, 50, 5]))
     md = render_markdown(build_report([tmp_path]))
     assert "claims to lower" not in md and "descriptive" in md
+
+
+def test_margin_and_scale_figures_name_the_broken_analysis_json(tmp_path: Path) -> None:
+    """A figure that finds no usable analysis.json says which file is wrong and how, not only that none is."""
+    from fcc_lt.experiments.plots.analyses import plot_margins, plot_scale_sweep
+    from fcc_lt.util.errors import DataError
+
+    runs = tmp_path / "runs"
+    broken = make_run(runs / "ce", seed=0)
+    write_analysis(broken, {**analysis_json(), "norm_ratio": {"mean": "x"}})
+    report = build_report([runs])
+    with pytest.raises(DataError, match=r"ce/analysis\.json.*norm_ratio\.mean: expected a number"):
+        plot_margins(report.groups, tmp_path / "figs")
+    (broken / "analysis.json").unlink()
+    with pytest.raises(DataError, match=r"ce/analysis\.json.*not found"):
+        plot_scale_sweep(report.groups, tmp_path / "figs")

@@ -30,24 +30,31 @@ if TYPE_CHECKING:
 SHOT_GROUPS = ("many", "medium", "few")
 
 
-def _analysis(run_dir: Path) -> dict[str, Any] | None:
-    """The run's analysis.json, checked by its schema (every part complete unless skipped); None if unusable
-    (the report names such runs)."""
-    try:
-        return read_analysis(run_dir)
-    except RunFileError:
-        return None
-
-
-def analysed(groups: Sequence[Group], with_scale_sweep: bool = False) -> list[tuple[Group, list[dict[str, Any]]]]:
-    """The groups whose every run has a usable analysis.json (with a scale sweep, if asked), with those files."""
-    out = []
+def analysed(groups: Sequence[Group], with_scale_sweep: bool = False
+             ) -> tuple[list[tuple[Group, list[dict[str, Any]]]], list[str]]:
+    """The groups whose every run has a usable analysis.json (with a scale sweep, if asked), with those files,
+    and why each left-out run's file is unusable ('RUN: analysis.json: field: ...'; the report lists them too)."""
+    out, problems = [], []
     for g in groups:
-        data = [_analysis(r.path) for r in g.runs]
-        usable = [d for d in data if d is not None and not (with_scale_sweep and "skipped" in d["scale_sweep"])]
-        if len(usable) == len(data):
+        usable = []
+        for r in g.runs:
+            try:
+                data = read_analysis(r.path)  # checked by its schema (every part complete unless skipped)
+            except RunFileError as err:
+                problems.append(str(err))
+                continue
+            if with_scale_sweep and "skipped" in data["scale_sweep"]:
+                problems.append(f"{r.path}: no scale sweep ({data['scale_sweep']['skipped']})")
+            else:
+                usable.append(data)
+        if len(usable) == len(g.runs):
             out.append((g, usable))
-    return out
+    return out, problems
+
+
+def _none_usable(what: str, problems: Sequence[str]) -> DataError:
+    first = f"; {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "") if problems else ""
+    return DataError(f"no group whose every run has {what}{first}")
 
 
 def _mean_band(curves: Sequence[Sequence[float | None]]) -> tuple[list[float | None], list[float]]:
@@ -80,9 +87,9 @@ def _line(ax: Any, xs: Sequence[float], ys: Sequence[float | None], sds: Sequenc
 def plot_margins(groups: Sequence[Group], out_dir: Path, stem: str = "margins") -> list[Path]:
     """The distribution (cumulative fraction of test samples) of the logit and the geometric margin in each shot
     group, one line per group; a sample left of 0 is misclassified."""
-    series = analysed(groups)
+    series, problems = analysed(groups)
     if not series:
-        raise DataError("no group whose every run has an analysis.json (`fcc analyze RUN` writes it)")
+        raise _none_usable("an analysis.json (`fcc analyze RUN` writes it)", problems)
     present = [s for s in SHOT_GROUPS
                if any(d["margins"]["logit"].get("percentiles", {}).get(s) for _, data in series for d in data)]
     kinds = [k for k in ("logit", "geometric") if any("skipped" not in d["margins"].get(k, {"skipped": 1})
@@ -122,10 +129,10 @@ def plot_margins(groups: Sequence[Group], out_dir: Path, stem: str = "margins") 
 def plot_scale_sweep(groups: Sequence[Group], out_dir: Path, stem: str = "scale_sweep") -> list[Path]:
     """Test accuracy (top-1 and each shot group's) against a common factor s on every test feature, with the
     head's bias (solid / dashed) and with b = 0 (thin dotted, flat by construction); bands +- one sd."""
-    series = analysed(groups, with_scale_sweep=True)
+    series, problems = analysed(groups, with_scale_sweep=True)
     if not series:
-        raise DataError("no group whose every run has a scale sweep in its analysis.json (`fcc analyze RUN`; "
-                        "skipped for heads that normalise their features)")
+        raise _none_usable("a scale sweep in its analysis.json (`fcc analyze RUN`; skipped for heads that "
+                           "normalise their features)", problems)
     panels = ["top1", *(s for s in SHOT_GROUPS if any(d["scale_sweep"]["with_bias"][s][0] is not None
                                                      for _, data in series for d in data))]
     styles = _styled([g for g, _ in series])

@@ -163,11 +163,11 @@ def plot_report(report: Report, out_dir: Path) -> list[Path]:
 
 def plot_report_analyses(report: Report, out_dir: Path) -> list[Path]:
     """The margin and scale figures of the groups whose every run has an analysis.json (none: nothing)."""
-    groups = [g for g, _ in analysed(report.groups)]
+    groups = [g for g, _ in analysed(report.groups)[0]]
     if not groups:
         return []
     written = plot_margins(groups, out_dir)
-    if any(g for g, _ in analysed(groups, with_scale_sweep=True)):  # heads that normalise features have none
+    if any(g for g, _ in analysed(groups, with_scale_sweep=True)[0]):  # heads that normalise features have none
         written += plot_scale_sweep(groups, out_dir)
     return written
 
