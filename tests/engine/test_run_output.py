@@ -173,3 +173,38 @@ def test_a_resume_reads_metrics_jsonl_within_bounds(tmp_path):
     os.mkfifo(metrics.path)
     with pytest.raises(OutputError, match=r"metrics\.jsonl: cannot read metrics file: .*not a regular file"):
         metrics.truncate(1)
+
+
+def test_the_run_log_appended_to_must_be_a_regular_file(tmp_path: Path) -> None:
+    """train.log is appended to on every resume; a FIFO in its place (which would block the run until a reader
+    came) or a folder is an OutputError naming the file, at once (metrics.jsonl is read through the bounded
+    reader before any append: test_a_resume_reads_metrics_jsonl_within_bounds)."""
+    import os
+
+    from fcc_lt.util.errors import OutputError
+    from fcc_lt.util.files import open_append
+
+    with open_append(tmp_path / "train.log", "the run's log") as f:
+        f.write("one\n")
+    with open_append(tmp_path / "train.log", "the run's log") as f:
+        f.write("two\n")
+    assert (tmp_path / "train.log").read_text(encoding="utf-8") == "one\ntwo\n"
+    os.mkfifo(tmp_path / "fifo.log")
+    with pytest.raises(OutputError, match=r"the run's log .*fifo\.log: it is a FIFO"):
+        open_append(tmp_path / "fifo.log", "the run's log")
+    (tmp_path / "folder.log").mkdir()
+    with pytest.raises(OutputError, match=r"folder\.log: it is a folder"):
+        open_append(tmp_path / "folder.log", "the run's log")
+
+
+def test_a_sweep_reads_a_failed_runs_log_tail_without_blocking(tmp_path: Path) -> None:
+    import os
+
+    from fcc_lt.experiments.sweep.processes import failure_line
+
+    log = tmp_path / "train.log"
+    log.write_text("x\n" * 10000 + "error: the reason\nlast\n", encoding="utf-8")
+    assert failure_line(log) == "error: the reason"
+    log.unlink()
+    os.mkfifo(log)
+    assert failure_line(log) == ""  # a FIFO is not read (it would wait for a writer)

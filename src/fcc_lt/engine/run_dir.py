@@ -129,6 +129,8 @@ class MetricsFile:
     def append(self, record: dict[str, Any]) -> None:
         line = json.dumps(self.clean(record)) + "\n"
         try:
+            # not open_append: a resume has already read this file through the bounded reader (truncate), which
+            # refuses a FIFO or a device in its place; the tests stand in /dev/full for a full disk here
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(line)
         except OSError as err:

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 import torch
 
 from fcc_lt import __version__
-from fcc_lt.util.errors import OutputError
+from fcc_lt.util.files import open_append
 
 LOG_NAME = "train.log"
 
@@ -101,10 +101,7 @@ class RunLog:
         the config's warnings), then record the logger and warnings until ``close``."""
         if not self.enabled or self._file is not None:
             return
-        try:
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
-        except OSError as err:
-            raise OutputError(f"cannot write {self.path}: {err.strerror or err}") from None
+        self._file = open_append(self.path, "the run's log")  # closed by close()
         self.line(f"===== {shlex.join(list(command) if command is not None else command_line())}")
         for text in environment_lines(device):
             self.line(text)

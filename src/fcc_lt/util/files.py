@@ -9,6 +9,7 @@ a kill or a full disk leaves either the previous file or the new one, never a ha
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import stat
@@ -69,6 +70,16 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """``atomic_write_bytes`` of ``text`` encoded as UTF-8 (configs, JSON, CSV, reports)."""
     atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_json(path: str | Path, data: Any, *, compact: bool = False) -> None:
+    """Write JSON atomically (a crash never leaves half a file; NaN and inf refused): indented for run files a
+    person reads (eval.json, analysis.json), compact UTF-8 for annotation files, which can be large."""
+    if compact:
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    else:
+        text = json.dumps(data, indent=2, allow_nan=False)
+    atomic_write_text(Path(path), text + "\n")
 
 
 def remove_stale_temps(folder: Path) -> list[Path]:
@@ -156,3 +167,31 @@ def read_input_text(path: str | Path, what: str, error: type[FccError] = DataErr
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise error(f"{path}: cannot read {what}: not UTF-8 text ({err})") from None
+
+
+def open_append(path: str | Path, what: str) -> Any:
+    """A text file of a run folder opened for appending (train.log, metrics.jsonl), created if absent. Something
+    else in its place (a FIFO would block the run until a reader came, a device would swallow the lines) is an
+    OutputError naming the path, as is every failure to open it."""
+    path = Path(path)
+    try:
+        # O_NONBLOCK: opening a FIFO without a reader fails at once (ENXIO) instead of waiting for one
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NONBLOCK", 0), 0o644)
+    except OSError as err:
+        kind = ""
+        with contextlib.suppress(OSError):
+            mode = os.stat(path).st_mode
+            if stat.S_ISDIR(mode):
+                kind = ": it is a folder, not a file"
+            elif not stat.S_ISREG(mode):
+                kind = f": it is {file_kind(mode)}, not a regular file"
+        raise OutputError(f"cannot write {what} {path}{kind or ': ' + (err.strerror or str(err))}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OutputError(f"cannot write {what} {path}: it is {file_kind(mode)}, not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "a", encoding="utf-8")
+    except BaseException:
+        os.close(fd)
+        raise

@@ -15,7 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fcc_lt.util.errors import OutputError
+from fcc_lt.util.errors import FccError, OutputError
+from fcc_lt.util.files import open_input
 
 
 def available_cores() -> int:
@@ -62,12 +63,12 @@ def open_log(run: Any, args: list[str]) -> Any:
 def failure_line(log_path: Path) -> str:
     """The message a failed run ended with: its last 'error:' line, else its last line (of the log's last
     16 KiB, after the header of the last attempt)."""
-    try:
-        with open(log_path, "rb") as f:
+    try:  # a regular file only (a FIFO in the run folder would block), of any size: only its tail is read
+        with open_input(log_path, "run log", max_bytes=1 << 50) as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - 16384))
             lines = [line.strip() for line in f.read().decode("utf-8", "replace").splitlines() if line.strip()]
-    except OSError:
+    except (OSError, FccError):
         return ""
     headers = [i for i, line in enumerate(lines) if line.startswith("===== ") and " fcc sweep: " in line]
     if headers:

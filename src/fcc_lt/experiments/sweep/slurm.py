@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from fcc_lt.experiments.run_folder import run_status
-from fcc_lt.util.errors import ConfigError
+from fcc_lt.util.errors import ConfigError, FccError
+from fcc_lt.util.files import read_input_text
 from fcc_lt.util.run_lock import is_locked
 
 # sacct states of a job that has not ended (submitit's list of incomplete states, and SLURM's transient ones)
@@ -214,8 +215,8 @@ class RunJob:
         marker = self.run.run_dir / ".sweep-job"
         job_id = _current_job_id()
         try:
-            restarted = job_id is not None and marker.read_text(encoding="utf-8").strip() == job_id
-        except OSError:
+            restarted = job_id is not None and read_input_text(marker, "job marker", max_bytes=4096).strip() == job_id
+        except FccError:  # absent, or not a small regular file (a FIFO would block): not this job's restart
             restarted = False
         if self.attempt == 0 and not restarted and self.action != "attach":
             if job_id is not None:
@@ -426,8 +427,8 @@ def stop_run(run_dir: Path) -> bool:
     import socket
 
     try:
-        text = (Path(run_dir) / ".lock").read_text(encoding="utf-8")
-    except OSError:
+        text = read_input_text(Path(run_dir) / ".lock", "run lock", max_bytes=4096)
+    except FccError:  # absent, or not a small regular file: no process of ours to stop through it
         return False
     m = re.fullmatch(r"pid (\d+) on (\S+)\s*", text)
     if m is None or m.group(2) != socket.gethostname() or not is_locked(run_dir):
