@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from fcc_lt.util.errors import DataError, file_problem
-from fcc_lt.util.files import atomic_write_text, read_input
+from fcc_lt.util.files import read_input, write_json
 
 REQUIRED_KEYS = ("image_id", "fpath", "category_id")
 SIZE_KEYS = ("im_height", "im_width")
@@ -234,15 +234,9 @@ def read_annotations(path: str | Path) -> Annotations:
 # ------------------------------------------------------------------------------------------- writing
 
 
-def write_json(path: str | Path, data: dict[str, Any]) -> None:
-    """Write a JSON object atomically: a crash never leaves a half-written annotation file."""
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    atomic_write_text(Path(path), text + "\n")
-
-
 def write_annotations(path: str | Path, annotations: Annotations) -> None:
     """Write ``annotations`` in the JSON format, atomically."""
-    write_json(path, annotations.to_json())
+    write_json(path, annotations.to_json(), compact=True)
 
 
 # ------------------------------------------------------------------------------------ checking files

@@ -11,7 +11,6 @@ checkpoint and epoch were evaluated, and on which split; ``confusion.csv`` (and 
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,7 @@ import numpy as np
 from torch import Tensor
 
 from fcc_lt.evaluation.metrics import ClassificationTally, summarize
-from fcc_lt.util.files import atomic_write_bytes, atomic_write_text
-
-
-def write_json(path: Path, data: Any) -> None:
-    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    atomic_write_text(path, text)
+from fcc_lt.util.files import atomic_write_bytes, atomic_write_text, write_json
 
 
 def write_confusion(run_dir: Path, stem: str, confusion: Tensor, class_names: Sequence[str],

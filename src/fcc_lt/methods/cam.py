@@ -217,11 +217,11 @@ def source_images(splits: Any, cfg: Any, index: Tensor) -> Tensor:
 def generate(run_dir: Path, out: Path, *, cfg: Any, checkpoint: str = "last", cap: int | None = None,
              seed: int | None = None, batch_size: int = 256, overwrite: bool = False) -> dict[str, Any]:
     """`fcc data cam-generate`: write the CAM-augmented images of a stage-1 run and their annotation JSON."""
-    from fcc_lt.data.annotations import write_json
     from fcc_lt.data.augment import Normalize
     from fcc_lt.data.build import build_splits
     from fcc_lt.evaluation.run_loader import load_run, refuse_while_training
     from fcc_lt.util.distributed import resolve_device
+    from fcc_lt.util.files import write_json
 
     refuse_while_training(run_dir, "fcc data cam-generate", checkpoint)
     json_path = out / "cam_train.json"
@@ -283,5 +283,5 @@ def generate(run_dir: Path, out: Path, *, cfg: Any, checkpoint: str = "last", ca
     summary = {"run": str(run_dir), "checkpoint": run.shown_path(), "epoch": run.epoch, "seed": seed,
                "cap": cap, "train_counts": train_counts, "new_counts": counts}
     write_json(json_path, {"num_classes": splits.num_classes, "class_names": list(splits.class_names),
-                           "cam_generation": summary, "annotations": entries})
+                           "cam_generation": summary, "annotations": entries}, compact=True)
     return {**summary, "json": str(json_path), "images": len(entries)}

@@ -26,12 +26,11 @@ from fcc_lt.data.annotations import (
     read_annotations,
     read_sizes,
     write_annotations,
-    write_json,
 )
 from fcc_lt.data.cifar import long_tail_counts
 from fcc_lt.data.images import IMAGE_EXTENSIONS, scan_folder
 from fcc_lt.util.errors import ConfigError, DataError, short_repr
-from fcc_lt.util.files import read_input_text
+from fcc_lt.util.files import read_input_text, write_json
 
 
 @dataclass
@@ -352,7 +351,7 @@ def replace_path(json_file: Path, find: str, replace: str, out: Path | None = No
         shown = "; ".join(short_repr(a["fpath"], 80) for a in raw["annotations"][:3])
         raise DataError(f"{json_file}: no fpath starts with {find!r} (matched as whole path components), so "
                         f"nothing was rewritten or written; its paths start like: {shown or 'no entries'}")
-    write_json(out or json_file, raw)
+    write_json(out or json_file, raw, compact=True)
     return changed, len(raw["annotations"])
 
 
@@ -403,7 +402,7 @@ def make_long_tailed(json_file: Path, out: Path, imbalance: float, *, max_per_cl
     kept = np.sort(np.concatenate(keep))
     _check_out(Path(out), [json_file])
     raw["annotations"] = [raw["annotations"][i] for i in kept.tolist()]
-    write_json(out, raw)
+    write_json(out, raw, compact=True)
     sub = ann.subset(kept)
     return _written(Path(out), sub), short
 
