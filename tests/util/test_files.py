@@ -59,3 +59,26 @@ def test_only_regular_files_of_bounded_size_are_opened(tmp_path: Path) -> None:
     if os.path.exists("/dev/zero"):
         with pytest.raises(DataError, match=r"^/dev/zero: cannot read split list: it is a character device"):
             read_input("/dev/zero", "split list")
+
+
+def test_an_atomic_write_never_replaces_a_device_or_a_fifo(tmp_path: Path) -> None:
+    """The rename that makes a write atomic would put a regular file in place of whatever is at the path:
+    /dev/full given as --out, a FIFO or a folder is refused, naming it, and stays what it was."""
+    import os
+    import stat
+
+    from fcc_lt.util.errors import OutputError
+    from fcc_lt.util.files import atomic_write_text
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(OutputError, match=r"pipe: it is a FIFO \(named pipe\), not a regular file; nothing was"):
+        atomic_write_text(fifo, "x")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    if os.path.exists("/dev/full"):
+        with pytest.raises(OutputError, match=r"/dev/full: it is a character device"):
+            atomic_write_text(Path("/dev/full"), "x")
+        assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+    atomic_write_text(tmp_path / "plain.txt", "a")
+    atomic_write_text(tmp_path / "plain.txt", "b")  # a regular file is replaced as before
+    assert (tmp_path / "plain.txt").read_text() == "b"

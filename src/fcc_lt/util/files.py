@@ -49,6 +49,11 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with contextlib.suppress(OSError):  # absent is fine; a device, FIFO or folder there is not ours to replace
+        mode = os.stat(path).st_mode  # (the rename below would put a file in place of /dev/full or a pipe)
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else file_kind(mode)
+            raise OutputError(f"cannot write {path}: it is {kind}, not a regular file; nothing was written")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
