@@ -182,4 +182,4 @@ def test_bad_arguments_are_one_line_errors(fcc_run: Path, tmp_path: Path, capsys
     err = capsys.readouterr().err
     assert "empty" in err and "nothing was analysed" in err
     assert main(["analyze", str(fcc_run), "--checkpoint", str(tmp_path / "none.pt")]) == 2
-    assert "error:" in capsys.readouterr().err
+    assert "error: fcc analyze: checkpoint not found" in capsys.readouterr().err  # the command that was run

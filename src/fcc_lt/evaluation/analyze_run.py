@@ -28,7 +28,7 @@ from fcc_lt.config.schema import Config
 from fcc_lt.data.build import build_eval_loader
 from fcc_lt.data.class_stats import fcc_factors
 from fcc_lt.evaluation import analyses as A
-from fcc_lt.evaluation.evaluate import _open_run
+from fcc_lt.evaluation.evaluate import open_run
 from fcc_lt.evaluation.files import write_json
 from fcc_lt.evaluation.metrics import shot_groups
 from fcc_lt.evaluation.passes import run_feature_stats
@@ -86,7 +86,7 @@ def analyze_run(run_dir: Path, cfg: Config, checkpoint: str = "last") -> dict[st
     problem = validation_problem(run_dir, cfg)
     if problem is not None and problem[0] == "changed":
         raise ConfigError(f"fcc analyze: {problem[1]}")
-    ctx, splits, run, stats = _open_run(run_dir, cfg, checkpoint)
+    ctx, splits, run, stats = open_run(run_dir, cfg, checkpoint, command="fcc analyze")
     counts = list(stats.train_counts)
     num_classes = stats.num_classes
     if num_classes < 2:

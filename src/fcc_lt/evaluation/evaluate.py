@@ -65,14 +65,14 @@ def evaluate_to_files(run_dir: Path, cfg: Config, network: nn.Module, stats: Cla
     return result
 
 
-def _open_run(run_dir: Path, cfg: Config, checkpoint: str, config_mode: bool = False
-              ) -> tuple[DistContext, DataSplits, LoadedRun, ClassStats]:
+def open_run(run_dir: Path, cfg: Config, checkpoint: str, config_mode: bool = False, command: str = "fcc eval"
+             ) -> tuple[DistContext, DataSplits, LoadedRun, ClassStats]:
     """The context, the data, the loaded run (plain network, tau applied by the caller) and its statistics.
 
     ``config_mode``: ``checkpoint`` is a file evaluated with ``cfg`` (e.g. the original code's .pth, which
-    holds no config), and ``run_dir`` only receives the files.
+    holds no config), and ``run_dir`` only receives the files. ``command`` is what errors name.
     """
-    what = "fcc eval --checkpoint" if config_mode else "fcc eval"
+    what = f"{command} --checkpoint" if config_mode else command
     refuse_while_training(run_dir, what, checkpoint)
     ctx = setup(cfg.device)
     if config_mode:
@@ -106,7 +106,7 @@ def evaluate_run(run_dir: Path, cfg: Config, checkpoint: str = "last", split: st
     In ``config_mode`` (a checkpoint file evaluated with a config, into a folder of its own) the checkpoint
     part of the name is the file's stem (``eval_best_model_test.json``).
     """
-    ctx, splits, run, stats = _open_run(run_dir, cfg, checkpoint, config_mode)
+    ctx, splits, run, stats = open_run(run_dir, cfg, checkpoint, config_mode)
     stem = eval_file_stem(checkpoint, split, cfg.eval.tau_norm)
     loader = build_eval_loader(cfg, splits, splits.split(split), ctx)
     info = {"checkpoint": run.shown_path(), "epoch": run.epoch}
@@ -123,7 +123,7 @@ def feature_stats_run(run_dir: Path, cfg: Config, checkpoint: str = "last", spli
                       config_mode: bool = False) -> dict[str, Any]:
     """`fcc eval --features`: cluster statistics of a checkpoint's features -> features[_<ckpt>_<split>].json,
     and the features themselves -> features[...].npz."""
-    ctx, splits, run, stats = _open_run(run_dir, cfg, checkpoint, config_mode)
+    ctx, splits, run, stats = open_run(run_dir, cfg, checkpoint, config_mode)
     loader = build_eval_loader(cfg, splits, splits.split(split), ctx)
     tally, kept = run_feature_stats(run.network, loader, stats.num_classes, ctx,
                                     autocast_dtype(cfg.train.amp, ctx.device), keep=True)
